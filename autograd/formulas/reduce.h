@@ -1,0 +1,13 @@
+// reduce.h: recorders for the reduction family (formulas in reduce.cpp).
+#pragma once
+#include "tensor/tensor.h"
+
+namespace engine::autograd::formulas {
+
+void sum(const Tensor& x, const Tensor& out, const Dims& dims, bool keepdim);
+void mean(const Tensor& x, const Tensor& out, const Dims& dims, bool keepdim, int64_t count);
+
+// Reshape a reduced gradient (keepdim or not) so that it broadcasts against x's shape.
+Tensor unsqueeze_reduced(const Tensor& g, const Dims& x_sizes, const Dims& dims, bool keepdim);
+
+}  // namespace engine::autograd::formulas
