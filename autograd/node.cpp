@@ -109,7 +109,10 @@ TensorList AccumulateGrad::apply(const TensorList& grad_outputs) {
   } else if (!current.defined()) {
     // Own a fresh buffer: g may share storage with other gradients (add's backward returns
     // the same tensor for both inputs), and later accumulation writes .grad in place.
-    leaf_tensor.set_grad(clone(g));
+    // Gradients of leaves live in the persistent region (Kind::grad): they outlive the phase.
+    Tensor owned = empty(g.sizes(), {g.dtype(), g.device(), memory::Kind::grad});
+    copy_(owned, g);
+    leaf_tensor.set_grad(owned);
   } else {
     NoGradGuard no_grad;
     add_(current, g);

@@ -43,7 +43,7 @@ Dims infer_shape(const Dims& shape, int64_t numel, const char* op) {
 // Walks chunks of old dims that are contiguous among themselves (the rule NumPy and PyTorch use).
 bool view_strides(const Dims& sizes, const Dims& strides, const Dims& new_shape, Dims& out) {
   out.resize(new_shape.size());
-  if (sizes.product() == 0) {
+  if (sizes.product() <= 1) {  // empty or a single element: any geometry works
     out = contiguous_strides(new_shape);
     return true;
   }
