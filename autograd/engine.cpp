@@ -116,6 +116,11 @@ struct Run {
         s.inputs.clear();
         continue;
       }
+      // Everything this node causes (its formula, and summing its results into the inputs of
+      // the next nodes) belongs to the pass that runs its backward.
+      memory::PassScope pass(memory::next_backward_pass(node->pass()));
+      std::optional<memory::ModuleScope> module;
+      if (!node->module().empty()) module.emplace(node->module());
       TensorList grads_in = std::move(s.inputs);
       bool any_defined = false;
       for (const Tensor& g : grads_in) any_defined = any_defined || g.defined();
@@ -123,8 +128,6 @@ struct Run {
       if (any_defined) {
         for (size_t i = 0; i < grads_in.size(); ++i)
           if (!grads_in[i].defined()) grads_in[i] = make_zero_grad(node->outputs[i]);
-        memory::PassScope pass(memory::next_backward_pass(node->pass()));
-        memory::ModuleScope module(node->module());
         grads_out = node->apply(grads_in);
       }
       grads_in.clear();
