@@ -11,7 +11,9 @@
 // filter [k] is separable: it is applied along x and then along y (the reference's two grouped
 // convolutions, and its CUDA path's two passes), each pass scaled by sqrt(gain), so the total
 // scale is gain and the result equals the 2-D filter outer(f, f) with that gain. (A negative gain,
-// which the reference cannot take for a 1-D filter, puts the sign on the y pass.)
+// which the reference cannot take for a 1-D filter, puts the sign on the y pass.) A 2-D filter
+// that is an outer product (as StyleGAN2's always are) also runs as two 1-D passes: see
+// split_outer_product.
 // The filter is a constant: it may be f32 or f64 whatever x's dtype is (its values are converted
 // to x's dtype after flipping and scaling), and it must not require grad (the reference asserts
 // the same; no gradient is defined for it). Its backward w.r.t. x is upfirdn2d again
@@ -39,6 +41,28 @@ std::vector<T> correlation_weights(const std::vector<double>& f, double scale) {
   std::vector<T> w(f.size());
   for (size_t i = 0; i < f.size(); ++i) w[i] = T(f[f.size() - 1 - i] * scale);
   return w;
+}
+
+// A 2-D filter that is an outer product, f[i][j] = r[i] c[j] (StyleGAN2's filters always are),
+// runs as two 1-D passes like a separable one: kh + kw multiply-adds per output instead of kh kw.
+// Accepted when every f[i][j] is within 1e-12 (relative to max |f|) of r[i] c[j], so the result
+// is the 2-D convolution's up to rounding.
+bool split_outer_product(const std::vector<double>& f, int64_t kh, int64_t kw, std::vector<double>& r,
+                         std::vector<double>& c) {
+  size_t pivot = 0;
+  for (size_t i = 0; i < f.size(); ++i)
+    if (std::abs(f[i]) > std::abs(f[pivot])) pivot = i;
+  const double fmax = std::abs(f[pivot]);
+  if (!(fmax > 0) || !std::isfinite(fmax)) return false;
+  const int64_t i0 = int64_t(pivot) / kw, j0 = int64_t(pivot) % kw;
+  r.assign(size_t(kh), 0.0);
+  c.assign(size_t(kw), 0.0);
+  for (int64_t i = 0; i < kh; ++i) r[size_t(i)] = f[size_t(i * kw + j0)];
+  for (int64_t j = 0; j < kw; ++j) c[size_t(j)] = f[size_t(i0 * kw + j)] / f[pivot];
+  for (int64_t i = 0; i < kh; ++i)
+    for (int64_t j = 0; j < kw; ++j)
+      if (std::abs(f[size_t(i * kw + j)] - r[size_t(i)] * c[size_t(j)]) > 1e-12 * fmax) return false;
+  return true;
 }
 
 }  // namespace
@@ -77,11 +101,20 @@ Tensor upfirdn2d(const Tensor& x, const Tensor& f, const UpFirDnParams& p) {
     xc = contiguous(x);
   }
   const std::vector<double> fv = f.to_vector();
+  // Separable passes: the 1-D filter along x then y, each times sqrt(gain) as the reference; or
+  // the factors of an outer-product 2-D filter, the gain on the y pass.
+  std::vector<double> fx = fv, fy = fv;
+  double gain_x = 1.0, gain_y = p.gain;
+  const bool two_pass = separable || split_outer_product(fv, kh, kw, fy, fx);
+  if (separable) {
+    gain_x = std::sqrt(std::abs(p.gain));
+    gain_y = p.gain < 0 ? -gain_x : gain_x;
+  }
   Tensor out = empty({N, C, Ho, Wo}, opts(x.dtype(), x.device()));
   const int64_t planes = N * C;
   dispatch_floating(x.dtype(), "upfirdn2d", [&](auto zero) {
     using T = decltype(zero);
-    if (!separable) {
+    if (!two_pass) {
       const std::vector<T> w = correlation_weights<T>(fv, p.gain);
       kernels::UpFirDnGeometry g;
       g.H = H, g.W = W, g.Ho = Ho, g.Wo = Wo, g.kh = kh, g.kw = kw;
@@ -89,9 +122,8 @@ Tensor upfirdn2d(const Tensor& x, const Tensor& f, const UpFirDnParams& p) {
       g.pad_x0 = p.pad_x0, g.pad_y0 = p.pad_y0;
       cpu::upfirdn2d_2d<T>(xc.data<T>(), out.data<T>(), planes, g, w.data());
     } else {
-      const double root = std::sqrt(std::abs(p.gain));
-      const std::vector<T> wx = correlation_weights<T>(fv, root);
-      const std::vector<T> wy = correlation_weights<T>(fv, p.gain < 0 ? -root : root);
+      const std::vector<T> wx = correlation_weights<T>(fx, gain_x);
+      const std::vector<T> wy = correlation_weights<T>(fy, gain_y);
       // Pass 1 along x: [N*C*H, W] -> [N*C*H, Wo]; pass 2 along y: [N*C, H, Wo] -> [N*C, Ho, Wo].
       Tensor tmp = empty({N, C, H, Wo}, opts(x.dtype(), x.device()));
       cpu::upfirdn2d_pass_x<T>(xc.data<T>(), tmp.data<T>(), planes * H, W, Wo, wx.data(), kw, p.up_x, p.down_x,

@@ -244,6 +244,16 @@ TEST_CASE("upfirdn2d: pure filtering, negative padding, mixed factors, 1-D and 2
     check_against_naive(x, asym_filter(4, 4), params(3, 3, 2, 2, 2, 1, 2, 1, 9.0), 1e-13);
     check_against_naive(x, asym_filter(0, 6), params(2, 2, 3, 3, 3, 2, 3, 2, 4.0), 1e-13);
   }
+  SUBCASE("2-D outer-product filter (run as two 1-D passes), asymmetric and non-square") {
+    // f = r c^T with r = [1, -2, 0.5] (rows, y) and c = [0.25, 3] (columns, x): a row/column
+    // mix-up or a lost flip in the factorisation changes the result.
+    Tensor f = from_vector({0.25, 3, -0.5, -6, 0.125, 1.5}, {3, 2}, opts(DType::f64));
+    check_against_naive(x, f, params(2, 1, 1, 2, 1, 0, 2, -1, 3.0), 1e-13);
+    check_against_naive(x, f, params(1, 3, 3, 1, -1, 2, 0, 2, -0.5), 1e-13);
+    // the same with one entry off the outer product: the general 2-D path
+    Tensor g = from_vector({0.25, 3, -0.5, -6, 0.125, 1.25}, {3, 2}, opts(DType::f64));
+    check_against_naive(x, g, params(2, 1, 1, 2, 1, 0, 2, -1, 3.0), 1e-13);
+  }
   SUBCASE("negative gain (1-D: sign on the y pass)") {
     check_against_naive(x, asym_filter(0, 3), params(1, 1, 1, 1, 1, 1, 1, 1, -2.0), 1e-13);
   }

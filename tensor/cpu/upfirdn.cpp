@@ -1,10 +1,11 @@
 // upfirdn.cpp (cpu): OpenMP loops of upfirdn2d (see tensor/kernels/upfirdn.h for the math).
 //
-// The tap ranges of the output columns are the same for every row, so they are computed once per
-// call; the tap range of an output row is computed once per row. The per-element sums are the
-// kernel functions themselves (kernels::upfirdn_1d / upfirdn_2d), except in the y pass, which
-// adds whole rows (w * input row into the output row, vectorisable) in the same tap order, so it
-// produces bit-identical values to kernels::upfirdn_1d with a row stride.
+// The CPU uses the kernels' row form: for each output row, the taps are swept in increasing
+// order and each one adds w * (a strided slice of an input row) into the whole output row
+// (kernels::tap_axpy). That adds to every output pixel exactly the terms of the per-pixel form
+// (kernels::upfirdn_2d_at, what a CUDA thread computes) in the same order, but its inner loop
+// vectorises. Which output pixels a tap column reaches (kernels::tap_columns) is the same for
+// every row, so it is computed once per call; the tap rows of an output row once per row.
 #include "tensor/cpu/upfirdn.h"
 
 #include <vector>
@@ -15,19 +16,19 @@ namespace engine::cpu {
 
 namespace {
 
-std::vector<kernels::TapRange> column_ranges(int64_t Wo, int64_t W, int64_t up, int64_t down, int64_t pad0,
-                                             int64_t taps) {
-  std::vector<kernels::TapRange> r(size_t(Wo > 0 ? Wo : 0));
-  for (int64_t ox = 0; ox < Wo; ++ox) r[size_t(ox)] = kernels::tap_range(ox, W, up, down, pad0, taps);
-  return r;
+std::vector<kernels::TapColumns> column_plans(int64_t taps, int64_t in_len, int64_t out_len, int64_t up,
+                                              int64_t down, int64_t pad0) {
+  std::vector<kernels::TapColumns> c(static_cast<size_t>(taps));
+  for (int64_t t = 0; t < taps; ++t) c[size_t(t)] = kernels::tap_columns(t, in_len, out_len, up, down, pad0);
+  return c;
 }
 
 }  // namespace
 
 template <typename T>
 void upfirdn2d_2d(const T* x, T* out, int64_t planes, const kernels::UpFirDnGeometry& g, const T* w) {
-  const std::vector<kernels::TapRange> rx = column_ranges(g.Wo, g.W, g.up_x, g.down_x, g.pad_x0, g.kw);
-  const kernels::TapRange* rxp = rx.data();
+  const std::vector<kernels::TapColumns> cols = column_plans(g.kw, g.W, g.Wo, g.up_x, g.down_x, g.pad_x0);
+  const kernels::TapColumns* cp = cols.data();
   const int64_t rows = planes * g.Ho;
   const int64_t work = rows * g.Wo * g.kh * g.kw / (g.up_x * g.up_y);
 #pragma omp parallel for schedule(static) if (work >= kParallelGrain && rows > 1)
@@ -35,23 +36,30 @@ void upfirdn2d_2d(const T* x, T* out, int64_t planes, const kernels::UpFirDnGeom
     const int64_t plane = r / g.Ho, oy = r % g.Ho;
     const T* src = x + plane * g.H * g.W;
     T* dst = out + r * g.Wo;
+    for (int64_t i = 0; i < g.Wo; ++i) dst[i] = T(0);
     const kernels::TapRange ry = kernels::tap_range(oy, g.H, g.up_y, g.down_y, g.pad_y0, g.kh);
-    for (int64_t ox = 0; ox < g.Wo; ++ox)
-      dst[ox] = kernels::upfirdn_2d(src, g.W, w, g.kw, g.up_y, g.up_x, ry, rxp[ox]);
+    for (int64_t cy = 0; cy < ry.count; ++cy) {
+      const T* row = src + (ry.first_in + cy) * g.W;
+      const T* wrow = w + (ry.first_tap + cy * g.up_y) * g.kw;
+      for (int64_t tx = 0; tx < g.kw; ++tx)
+        if (cp[tx].count > 0) kernels::tap_axpy(dst, row, wrow[tx], cp[tx]);
+    }
   }
 }
 
 template <typename T>
 void upfirdn2d_pass_x(const T* x, T* out, int64_t rows, int64_t W, int64_t Wo, const T* w, int64_t taps,
                       int64_t up, int64_t down, int64_t pad0) {
-  const std::vector<kernels::TapRange> rx = column_ranges(Wo, W, up, down, pad0, taps);
-  const kernels::TapRange* rxp = rx.data();
+  const std::vector<kernels::TapColumns> cols = column_plans(taps, W, Wo, up, down, pad0);
+  const kernels::TapColumns* cp = cols.data();
   const int64_t work = rows * Wo * taps / up;
 #pragma omp parallel for schedule(static) if (work >= kParallelGrain && rows > 1)
   for (int64_t r = 0; r < rows; ++r) {
     const T* src = x + r * W;
     T* dst = out + r * Wo;
-    for (int64_t ox = 0; ox < Wo; ++ox) dst[ox] = kernels::upfirdn_1d(src, 1, w, up, rxp[ox]);
+    for (int64_t i = 0; i < Wo; ++i) dst[i] = T(0);
+    for (int64_t t = 0; t < taps; ++t)
+      if (cp[t].count > 0) kernels::tap_axpy(dst, src, w[t], cp[t]);
   }
 }
 
@@ -60,19 +68,17 @@ void upfirdn2d_pass_y(const T* x, T* out, int64_t planes, int64_t H, int64_t Ho,
                       int64_t taps, int64_t up, int64_t down, int64_t pad0) {
   const int64_t rows = planes * Ho;
   const int64_t work = rows * W * taps / up;
+  kernels::TapColumns whole_row;  // every column, contiguous
+  whole_row.count = W;
 #pragma omp parallel for schedule(static) if (work >= kParallelGrain && rows > 1)
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t plane = r / Ho, oy = r % Ho;
     const T* src = x + plane * H * W;
     T* dst = out + r * W;
-    const kernels::TapRange ry = kernels::tap_range(oy, H, up, down, pad0, taps);
     for (int64_t i = 0; i < W; ++i) dst[i] = T(0);
-    // Same terms, same order as kernels::upfirdn_1d(src + i, W, w, up, ry) for each column i.
-    for (int64_t c = 0; c < ry.count; ++c) {
-      const T wv = w[ry.first_tap + c * up];
-      const T* row = src + (ry.first_in + c) * W;
-      for (int64_t i = 0; i < W; ++i) dst[i] += wv * row[i];
-    }
+    const kernels::TapRange ry = kernels::tap_range(oy, H, up, down, pad0, taps);
+    for (int64_t c = 0; c < ry.count; ++c)
+      kernels::tap_axpy(dst, src + (ry.first_in + c) * W, w[ry.first_tap + c * up], whole_row);
   }
 }
 

@@ -87,4 +87,78 @@ ENGINE_HD T upfirdn_2d_at(const T* plane, const T* w, const UpFirDnGeometry& g, 
   return upfirdn_2d(plane, g.W, w, g.kw, g.up_y, g.up_x, ry, rx);
 }
 
+// ---- Row form (CPU): the same sums, one tap at a time over a whole output row ---------------
+// For a fixed tap index t (of K) along an axis, the outputs o in [0, out_len) whose tap t reads a
+// real sample (m = o*down + t - pad0 a multiple of up, 0 <= m < in_len*up) form an arithmetic
+// progression: o = first_out + k*out_step reads sample first_in + k*in_step, k < count, with
+// out_step = up/gcd(up, down) and in_step = down/gcd(up, down). Sweeping the taps in increasing
+// order and, for each, adding w[t] * sample into every such output adds to each output exactly
+// the terms of upfirdn_1d / upfirdn_2d in exactly their order, so both forms give the same values
+// (bit for bit unless a compiler fuses multiply-adds differently in the two); the row form's
+// inner loop is a (strided) axpy that vectorises.
+struct TapColumns {
+  int64_t first_out = 0, out_step = 1;
+  int64_t first_in = 0, in_step = 1;
+  int64_t count = 0;
+};
+
+ENGINE_HD int64_t gcd_of(int64_t a, int64_t b) {
+  while (b != 0) {
+    const int64_t t = a % b;
+    a = b;
+    b = t;
+  }
+  return a;
+}
+
+ENGINE_HD TapColumns tap_columns(int64_t t, int64_t in_len, int64_t out_len, int64_t up, int64_t down, int64_t pad0) {
+  TapColumns c;
+  const int64_t g = gcd_of(up, down);
+  c.out_step = up / g;
+  c.in_step = down / g;
+  // smallest o >= 0 with m = o*down + t - pad0 >= 0, then the first of those with m % up == 0
+  // (one is found within out_step candidates, or none exists)
+  const int64_t need = pad0 - t;  // o*down >= need
+  int64_t o = need > 0 ? (need + down - 1) / down : 0;
+  int64_t tries = 0;
+  while (tries < c.out_step && (o * down + t - pad0) % up != 0) ++o, ++tries;
+  if (tries == c.out_step) return c;
+  c.first_out = o;
+  c.first_in = (o * down + t - pad0) / up;
+  if (c.first_out >= out_len || c.first_in >= in_len) return c;
+  const int64_t by_out = (out_len - c.first_out + c.out_step - 1) / c.out_step;
+  const int64_t by_in = (in_len - c.first_in + c.in_step - 1) / c.in_step;
+  c.count = min_of(by_out, by_in);
+  return c;
+}
+
+// Ask the host compiler to vectorise a loop whose iterations are independent (GCC's -O2 cost
+// model does not vectorise loops of unknown length on its own); nvcc ignores it.
+#if defined(__CUDACC__)
+#define ENGINE_UPFIRDN_SIMD
+#else
+#define ENGINE_UPFIRDN_SIMD _Pragma("omp simd")
+#endif
+
+// dst[first_out + k*out_step] += w * src[first_in + k*in_step] for k < count. dst and src do not
+// overlap (an output row and an input row).
+template <typename T>
+ENGINE_HD void tap_axpy(T* dst, const T* src, T w, const TapColumns& c) {
+  T* d = dst + c.first_out;
+  const T* s = src + c.first_in;
+  const int64_t n = c.count, os = c.out_step, is = c.in_step;
+  if (os == 1 && is == 1) {
+    ENGINE_UPFIRDN_SIMD
+    for (int64_t k = 0; k < n; ++k) d[k] += w * s[k];
+  } else if (os == 1) {
+    ENGINE_UPFIRDN_SIMD
+    for (int64_t k = 0; k < n; ++k) d[k] += w * s[k * is];
+  } else if (is == 1) {
+    ENGINE_UPFIRDN_SIMD
+    for (int64_t k = 0; k < n; ++k) d[k * os] += w * s[k];
+  } else {
+    for (int64_t k = 0; k < n; ++k) d[k * os] += w * s[k * is];
+  }
+}
+
 }  // namespace engine::kernels
