@@ -7,7 +7,10 @@ script draws and writes, so both sides run the very same network:
     -> downsample -> flatten -> linear 256 -> 1
 R1:  g = grad(sum(D(x)), x, create_graph=True);  r1 = mean_b(sum g^2);  backward to the weights.
 Written for f32 (the training dtype) and for f64 (same weights and x, converted), under the
-prefixes "f32/" and "f64/":
+prefixes "f32/" and "f64/". The leaky-ReLU network is piecewise linear, so g does not depend on
+the biases or on x and their R1 gradients are exactly zero; the variants "gelu.f32/" and
+"gelu.f64/" replace the activation by GELU (no gain), whose second derivative is not zero, so
+that the bias and input paths of the double backward are checked too. Keys per prefix:
     x, w1, b1, w2, b2, wl, bl, fir         inputs
     logits, g, r1                           forward, first gradient, penalty
     grad/<name>                             d r1 / d(weights and x); zeros for bl, which g
@@ -24,15 +27,17 @@ from parity_lib import upfirdn2d_ref
 NAMES = ["w1", "b1", "w2", "b2", "wl", "bl"]
 
 
-def discriminator(x, p):
-    gain = math.sqrt(2.0)
-
+def discriminator(x, p, act):
     def down(h):
         return upfirdn2d_ref(h, p["fir"], down=(2, 2), pad=(1, 1, 1, 1))
 
-    h = down(F.leaky_relu(F.conv2d(x, p["w1"], p["b1"], 1, 1), 0.2) * gain)
-    h = down(F.leaky_relu(F.conv2d(h, p["w2"], p["b2"], 1, 1), 0.2) * gain)
+    h = down(act(F.conv2d(x, p["w1"], p["b1"], 1, 1)))
+    h = down(act(F.conv2d(h, p["w2"], p["b2"], 1, 1)))
     return F.linear(h.flatten(1), p["wl"], p["bl"])
+
+
+def lrelu(h):
+    return F.leaky_relu(h, 0.2) * math.sqrt(2.0)
 
 
 def build(r):
@@ -49,11 +54,17 @@ def build(r):
     x0 = torch.randn(batch, c0, res, res)
     fir = torch.tensor([1.0, 3.0, 3.0, 1.0]) / 8
     r.cases = []
-    for dt, pre in ((torch.float32, "f32/"), (torch.float64, "f64/")):
+    variants = (
+        (torch.float32, "f32/", lrelu),
+        (torch.float64, "f64/", lrelu),
+        (torch.float32, "gelu.f32/", F.gelu),
+        (torch.float64, "gelu.f64/", F.gelu),
+    )
+    for dt, pre, act in variants:
         p = {k: v.to(dt).clone().requires_grad_(True) for k, v in base.items()}
         p["fir"] = fir.to(dt)
         x = x0.to(dt).clone().requires_grad_(True)
-        logits = discriminator(x, p)
+        logits = discriminator(x, p, act)
         (g,) = torch.autograd.grad(logits.sum(), x, create_graph=True)
         r1 = g.square().sum((1, 2, 3)).mean()
         # bl does not reach g (the bias of the last layer is a constant shift of D), so
