@@ -9,10 +9,13 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
+#include <functional>
+#include <limits>
 #include <string>
+#include <vector>
 
 #include "autograd/engine.h"
 #include "tensor/backend.h"
@@ -163,7 +166,6 @@ TEST_CASE("memory::allocate carves 256-byte aligned device blocks from the CUDA 
   // 1000 -> 1024 and 3000 -> 3072 bytes after rounding to 256.
   CHECK(memory::stats(kGpu).live - before.live == 1024 + 3072);
   CHECK(memory::stats(kGpu).reserved >= 1024 + 3072);
-  CHECK(memory::stats(Device::cpu()).live >= 0);
 
   // The block is usable device memory: write through the backend copy and read it back.
   std::vector<unsigned char> in(1000), out(1000, 0);
@@ -244,7 +246,9 @@ TEST_CASE("CPU-only ops reject CUDA tensors with a clear message") {
   CHECK(contains(error_of([&] { add_(c, g); }), "add_: no CUDA kernel yet for add_"));
   CHECK(contains(error_of([&] { mul_(g, 2.0); }), "mul_: no CUDA kernel yet for mul_"));
   CHECK(contains(error_of([&] { (void)zeros({2}, opts(DType::f32, kGpu)); }), "no CUDA kernel yet for fill_"));
-  CHECK(contains(error_of([&] { (void)add(g, g); }), "add: no cuda:0 kernel yet"));
+  const std::string add_error = error_of([&] { (void)add(g, g); });  // ops.h's own check
+  CHECK(contains(add_error, "add:"));
+  CHECK(contains(add_error, "cuda:0"));
   CHECK(contains(error_of([&] { cuda::map_binary<float, float>(g, g, c, kernels::AddFn{}); }),
                  "cuda::map_binary: second input is on cpu but the output is on cuda:0"));
   CHECK(contains(error_of([&] { cuda::map_binary<double, double>(g, g, g, kernels::AddFn{}); }),

@@ -4,7 +4,6 @@
 #include "tensor/cuda/elementwise.h"
 
 #include "tensor/cpu/loops.h"
-#include "tensor/ops.h"
 
 namespace engine::cuda {
 
@@ -25,8 +24,13 @@ void check_operand(const char* op, const char* role, const Tensor& t, const Tens
                    "{}: the output has stride 0 in dim {} (an expanded view); write to a real tensor",
                    op, d);
   } else {
-    ENGINE_CHECK(broadcast_shapes(out.sizes(), t.sizes(), op) == out.sizes(),
-                 "{}: {} of shape {} does not broadcast to the output shape {}", op, role,
+    // NumPy rule against a fixed result: align trailing dims; each is 1 or equals out's.
+    bool ok = t.dim() <= out.dim();
+    for (int d = 0; ok && d < t.dim(); ++d) {
+      const int64_t size = t.sizes()[d], target = out.sizes()[d + out.dim() - t.dim()];
+      ok = size == 1 || size == target;
+    }
+    ENGINE_CHECK(ok, "{}: {} of shape {} does not broadcast to the output shape {}", op, role,
                  t.sizes().str(), out.sizes().str());
   }
 }
