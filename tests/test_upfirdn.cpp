@@ -266,6 +266,8 @@ TEST_CASE("upfirdn2d: pure filtering, negative padding, mixed factors, 1-D and 2
 }
 
 TEST_CASE("upfirdn2d: the per-pixel kernel (what a CUDA thread runs) equals the CPU output bit for bit") {
+  // The CPU's row form adds the same terms in the same order (tensor/kernels/upfirdn.h); a
+  // non-outer-product filter keeps the op on the 2-D path.
   Generator gen(14);
   Tensor x = randn({2, 3, 5, 6}, gen, opts(DType::f32));
   Tensor f = asym_filter(3, 4).to(DType::f32);
