@@ -18,6 +18,9 @@
 // and how many there are; consecutive ones are u taps and one input sample apart. In 2-D the sum
 // runs over rows of taps (outer) and columns (inner), always in increasing tap order, so every
 // backend adds the same terms in the same order.
+//
+// Two forms of the same sums: per output pixel (upfirdn_1d, upfirdn_2d, upfirdn_2d_at: one CUDA
+// thread each) and per output row (tap_columns, tap_axpy: the CPU's vectorised loops).
 #pragma once
 #include "tensor/kernels/common.h"
 
