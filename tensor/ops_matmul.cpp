@@ -115,7 +115,7 @@ void run_matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
     sa.push_back(ia >= 0 && a.size(ia) != 1 ? a.stride(ia) : 0);
     sb.push_back(ib >= 0 && b.size(ib) != 1 ? b.stride(ib) : 0);
   }
-  const bool parallel = cpu::gemm_is_small(n, m, k);
+  const bool parallel = cpu::gemm_items_parallel(count, n, m, k);
   cpu::for_each_item(count, parallel, [&](int64_t i, int) {
     int64_t oa = 0, ob = 0, rem = i;
     for (int d = nb - 1; d >= 0; --d) {

@@ -129,10 +129,11 @@ TEST_CASE("matmul broadcasts batch dims, and folds a shared right operand into o
 }
 
 TEST_CASE("many small batched products run in parallel with the same result as one by one") {
-  Tensor a = rnd({64, 8, 16}, 30, DType::f32), b = rnd({64, 16, 8}, 31, DType::f32);
+  // 64 products of 16 x 32 x 16: each on one BLAS thread, together enough for OpenMP.
+  Tensor a = rnd({64, 16, 32}, 30, DType::f32), b = rnd({64, 32, 16}, 31, DType::f32);
   Tensor c = bmm(a, b);
   const auto av = a.to_vector(), bv = b.to_vector();
-  check_close(c.to_vector(), naive_bmm(av, bv, 64, 8, 16, 8), 1e-5);
+  check_close(c.to_vector(), naive_bmm(av, bv, 64, 16, 32, 16), 1e-5);
   for (int64_t i = 0; i < 64; i += 21) {
     Tensor ci = matmul(select(a, 0, i), select(b, 0, i));
     const auto got = select(c, 0, i).to_vector(), want = ci.to_vector();
@@ -194,7 +195,7 @@ TEST_CASE("gradcheck and gradgradcheck: matmul, bmm, linear") {
   }
   SUBCASE("non-contiguous operands") {
     TensorList in = {leaf({4, 3}, 61), leaf({2, 6}, 62)};
-    // a^T [3, 4] times columns 0, 2, 4 of b... as [4, ?]: b viewed [2, 6] -> step slice -> [2, 3]
+    // a^T [3, 4] (a transposed view) times a [4, 2] column-stepped slice of b reshaped to [4, 3]
     auto f = [](const TensorList& v) {
       Tensor bt = reshape(v[1], {4, 3});
       return matmul(transpose(v[0], 0, 1), slice(bt, 1, 0, 3, 2));

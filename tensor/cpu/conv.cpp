@@ -123,7 +123,7 @@ void conv2d_forward(const ConvProblem& p, const T* x, const T* w, const T* bias,
   const int64_t ckk = cg * s.kernel_h * s.kernel_w, hw = s.height * s.width, ohw = s.out_h * s.out_w;
   const bool pointwise = is_pointwise(s);
   const int64_t items = p.batch * groups;
-  const bool parallel = items > 1 && gemm_is_small(og, ohw, ckk);
+  const bool parallel = gemm_items_parallel(items, og, ohw, ckk);
   Tensor buf;
   T* cols = nullptr;
   if (!pointwise) {
@@ -152,7 +152,7 @@ void conv2d_input(const ConvProblem& p, const T* y, const T* w, const T* bias, T
   const int64_t ckk = cg * s.kernel_h * s.kernel_w, hw = s.height * s.width, ohw = s.out_h * s.out_w;
   const bool pointwise = is_pointwise(s);
   const int64_t items = p.batch * groups;
-  const bool parallel = items > 1 && gemm_is_small(ckk, ohw, og);
+  const bool parallel = gemm_items_parallel(items, ckk, ohw, og);
   Tensor buf;
   T* cols = nullptr;
   if (!pointwise) {
@@ -190,7 +190,7 @@ void conv2d_weight(const ConvProblem& p, const T* x, const T* gy, T* gw) {
   // Groups as items: each sums its samples with one GEMM per sample (beta = 1 after the first).
   // Used with one sample per group (batch-grouped weights) or many small groups.
   if (batch == 1 || (groups > 1 && gemm_is_small(og, ckk, batch * ohw))) {
-    const bool parallel = groups > 1 && gemm_is_small(og, ckk, ohw);
+    const bool parallel = gemm_is_small(og, ckk, ohw) && gemm_items_parallel(groups, og, ckk, ohw * batch);
     Tensor buf;
     T* cols = nullptr;
     if (!pointwise) {

@@ -27,6 +27,14 @@ inline bool gemm_is_small(int64_t m, int64_t n, int64_t k) {
   return double(m) * double(n) * double(k) <= 65536.0 * 4.0;
 }
 
+// Whether `count` independent GEMMs of this size should be spread over OpenMP threads: each one
+// small enough that BLAS keeps it on one thread, and enough work in total (multiply-adds) to pay
+// for a parallel region (a few microseconds, far more on a loaded machine).
+constexpr double kGemmParallelMacs = 131072.0;
+inline bool gemm_items_parallel(int64_t count, int64_t m, int64_t n, int64_t k) {
+  return count > 1 && gemm_is_small(m, n, k) && double(count) * double(m) * double(n) * double(k) >= kGemmParallelMacs;
+}
+
 // Run item(i, slot) for i in [0, count): in parallel over OpenMP threads when `parallel` (slot is
 // the thread number, in [0, max_slots()), for per-thread scratch buffers), else in order with
 // slot 0. Each item must write a disjoint part of the output.
