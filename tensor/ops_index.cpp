@@ -10,8 +10,9 @@
 // Index tensors are i64 (i32 accepted). Every index value is bounds-checked: the loops report a
 // bad value, and the op raises an engine::Error naming itself, the value, the dim and its size.
 // The loops (tensor/cpu/index.h) take raw strides, so no input is copied to make it contiguous;
-// scatter_add and index_add are deterministic for duplicate indices (Note [deterministic
-// scatter]). split and chunk return narrow() views, each its own autograd Node. Backward formulas:
+// contiguous operands take row-wise fast paths over an [outer, n, inner] view. scatter_add and
+// index_add are deterministic for duplicate indices (Note [deterministic scatter]). split and
+// chunk return narrow() views, each its own autograd Node. Backward formulas:
 // autograd/formulas/index.cpp.
 #include <algorithm>
 
@@ -85,6 +86,15 @@ Dims index_along(const Tensor& index, int ndim, int dim) {
   return s;
 }
 
+// True when `a` and `b` have equal sizes in every dim except `dim` (the contiguous fast paths
+// need that, so that both are [outer, *, inner] with the same outer and inner).
+bool same_except(const Tensor& a, const Tensor& b, int dim) {
+  if (a.dim() != b.dim()) return false;
+  for (int k = 0; k < a.dim(); ++k)
+    if (k != dim && a.size(k) != b.size(k)) return false;
+  return true;
+}
+
 void check_index_tensor(const char* op, const Tensor& index, const Tensor& x) {
   ENGINE_CHECK(index.defined(), "{}: index is undefined", op);
   ENGINE_CHECK(index.dtype() == DType::i64 || index.dtype() == DType::i32,
@@ -115,6 +125,9 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
     using T = decltype(zero);
     return dispatch_index(index, "gather", [&](auto izero) {
       using I = decltype(izero);
+      if (x.is_contiguous() && index.is_contiguous() && same_except(x, index, d))
+        return cpu::gather_contiguous<T, I>(out.data<T>(), x.data<T>(), index.data<I>(),
+                                            cpu::dim_view(index.sizes(), d), x.size(d));
       return cpu::gather_loop<T, I>(index.sizes(), out.data<T>(), out.strides(), x.data<T>(),
                                     without_dim(x.strides(), d), x.stride(d), x.size(d), index.data<I>(),
                                     index.strides());
@@ -139,6 +152,10 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
     using T = decltype(zero);
     return dispatch_index(index, "index_select", [&](auto izero) {
       using I = decltype(izero);
+      const int64_t index_stride = index.dim() == 1 ? index.stride(0) : 0;
+      if (x.is_contiguous())
+        return cpu::index_select_contiguous<T, I>(out.data<T>(), x.data<T>(), index.data<I>(), index_stride,
+                                                  cpu::dim_view(out_sizes, d), x.size(d));
       return cpu::gather_loop<T, I>(out_sizes, out.data<T>(), out.strides(), x.data<T>(), without_dim(x.strides(), d),
                                     x.stride(d), x.size(d), index.data<I>(), index_along(index, x.dim(), d));
     });
@@ -173,6 +190,9 @@ Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tens
     using T = decltype(zero);
     return dispatch_index(index, "scatter_add", [&](auto izero) {
       using I = decltype(izero);
+      if (index.is_contiguous() && src.is_contiguous() && src.sizes() == index.sizes() && same_except(x, index, d))
+        return cpu::scatter_add_contiguous<T, I>(out.data<T>(), src.data<T>(), index.data<I>(),
+                                                 cpu::dim_view(index.sizes(), d), x.size(d));
       return cpu::scatter_add_loop<T, I>(index.sizes(), d, out.data<T>(), without_dim(out.strides(), d), out.stride(d),
                                          out.size(d), src.data<T>(), src.strides(), index.data<I>(), index.strides());
     });
@@ -201,6 +221,10 @@ Tensor index_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor
     using T = decltype(zero);
     return dispatch_index(index, "index_add", [&](auto izero) {
       using I = decltype(izero);
+      if (src.is_contiguous())
+        return cpu::index_add_contiguous<T, I>(out.data<T>(), src.data<T>(), index.data<I>(),
+                                               index.dim() == 1 ? index.stride(0) : 0, cpu::dim_view(src.sizes(), d),
+                                               x.size(d));
       return cpu::scatter_add_loop<T, I>(src.sizes(), d, out.data<T>(), without_dim(out.strides(), d), out.stride(d),
                                          out.size(d), src.data<T>(), src.strides(), index.data<I>(),
                                          index_along(index, x.dim(), d));
