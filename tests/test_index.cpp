@@ -196,6 +196,15 @@ TEST_CASE("scatter_add and index_add are deterministic for duplicate indices at 
   Tensor idx1 = random_index({2000}, 4, 6);
   const std::vector<float> want = ref_scatter_add<float>(x, 0, idx, src);
   const std::vector<float> want1 = ref_scatter_add<float>(x, 0, expand(reshape(idx1, {2000, 1}), {2000, 40}), src);
+  Tensor src_t = transpose(contiguous(transpose(src, 0, 1)), 0, 1);  // same values, column-major
+  REQUIRE_FALSE(src_t.is_contiguous());
+  Tensor srcw = mul(exp(mul(randn({300, 1024}, gen), 4.0)), randn({300, 1024}, gen));
+  Tensor xw = randn({3, 1024}, gen);
+  Tensor idxw = random_index({300, 1024}, 3, 7);
+  Tensor idxw1 = random_index({300}, 3, 8);
+  const std::vector<float> want_wide = ref_scatter_add<float>(xw, 0, idxw, srcw);
+  const std::vector<float> want_wide1 =
+      ref_scatter_add<float>(xw, 0, expand(reshape(idxw1, {300, 1}), {300, 1024}), srcw);
   const int saved_threads = omp_get_max_threads();
   for (int threads : {1, 2, 3, 4}) {
     omp_set_num_threads(threads);
@@ -212,6 +221,16 @@ TEST_CASE("scatter_add and index_add are deterministic for duplicate indices at 
     const std::vector<float> want_last = ref_scatter_add<float>(xs, 1, is, ss);
     const Tensor got_last = scatter_add(xs, 1, is, ss);
     CHECK(std::memcmp(got_last.data<float>(), want_last.data(), want_last.size() * sizeof(float)) == 0);
+    // wide rows into few targets: the contiguous path cuts rows into per-thread blocks
+    const Tensor got_wide = scatter_add(xw, 0, idxw, srcw);
+    const Tensor got_wide1 = index_add(xw, 0, idxw1, srcw);
+    CHECK(std::memcmp(got_wide.data<float>(), want_wide.data(), want_wide.size() * sizeof(float)) == 0);
+    CHECK(std::memcmp(got_wide1.data<float>(), want_wide1.data(), want_wide1.size() * sizeof(float)) == 0);
+    // non-contiguous src: the strided path (for_each_along_dim)
+    const Tensor got_strided = scatter_add(x, 0, idx, src_t);
+    const Tensor got_strided1 = index_add(x, 0, idx1, src_t);
+    CHECK(std::memcmp(got_strided.data<float>(), want.data(), want.size() * sizeof(float)) == 0);
+    CHECK(std::memcmp(got_strided1.data<float>(), want1.data(), want1.size() * sizeof(float)) == 0);
   }
   omp_set_num_threads(saved_threads);
 }

@@ -14,6 +14,8 @@
 // every dim but `dim`. The per-element bodies serve any strides; the row bodies below serve the
 // common contiguous case, where the compiler can vectorise the inner loop.
 #pragma once
+#include <string.h>
+
 #include "tensor/kernels/common.h"
 
 namespace engine::kernels {
@@ -119,7 +121,7 @@ ENGINE_HD bool scatter_add_line(T* __restrict__ out_o, const T* __restrict__ src
 // index_select / index_add move whole rows: dst[i] = src[i] and dst[i] += src[i], i in [0, len).
 template <typename T>
 ENGINE_HD void copy_row(T* __restrict__ dst, const T* __restrict__ src, int64_t len) {
-  for (int64_t i = 0; i < len; ++i) dst[i] = src[i];
+  memcpy(dst, src, size_t(len) * sizeof(T));  // host libc and CUDA device code both provide memcpy
 }
 template <typename T>
 ENGINE_HD void add_row(T* __restrict__ dst, const T* __restrict__ src, int64_t len) {
