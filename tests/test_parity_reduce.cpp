@@ -1,11 +1,6 @@
 // PyTorch parity of reductions, softmax, log_softmax, cross_entropy, layer_norm and group_norm:
 // forward, first gradients and double backward against tests/parity/ref_reduce.py (same case
 // names, same compositions). Scheme and tolerances: tests/parity/parity.h and docs/testing.md.
-//
-// PENDING: this file is parked as tests/parity/test_parity_reduce.cpp.pending because softmax,
-// log_softmax, cross_entropy, layer_norm, group_norm, amax, amin, logsumexp, var and argmax are
-// not implemented yet (the reduce branch), and tests/CMakeLists.txt links every tests/test_*.cpp,
-// so the build would fail. When they land: git mv it to tests/test_parity_reduce.cpp.
 #include "tests/parity/parity.h"
 
 using namespace engine;
