@@ -48,6 +48,8 @@ std::u32string clean_caption(std::string_view text);
 std::string clean_caption_utf8(std::string_view text);
 
 // The regex findall over cleaned text: the pieces (UTF-8) that BPE then encodes one by one.
+// IGNORECASE is modelled for lowercased input only (what clean_caption returns): U+017F "ſ"
+// matches 's' in <|startoftext|> and 's, and U+0345 matches no alternative.
 std::vector<std::string> split_words(std::u32string_view cleaned);
 
 }  // namespace engine::io

@@ -111,6 +111,8 @@ std::string read_gzip_file(const std::string& path) {
     errnum = close_status;
     message = close_status == Z_BUF_ERROR ? "unexpected end of file" : "gzclose failed";
   }
+  // zlib prefixes its message with the path, which ours already names.
+  if (message.starts_with(path + ": ")) message.erase(0, path.size() + 2);
   if (errnum != Z_OK)
     throw Error(fmt::format("clip tokenizer: corrupt vocabulary file '{}' (gzip: {})", path,
                             message));

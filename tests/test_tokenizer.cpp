@@ -23,6 +23,7 @@
 
 #include "io/clip_text.h"
 #include "io/clip_tokenizer.h"
+#include "io/clip_unicode_tables.h"
 #include "tensor/error.h"
 
 using engine::io::ClipTokenizer;
@@ -176,6 +177,10 @@ TEST_CASE("parity with the independent Python reference") {
   MESSAGE("reference split: " << ref["split"].get<std::string>() << ", Unicode "
                               << ref["unicode_version"].get<std::string>() << ", "
                               << ref["cases"].size() << " captions");
+  if (ref["unicode_version"].get<std::string>() != engine::io::clip_tables::kUnicodeVersion)
+    MESSAGE("the reference Python's Unicode differs from io/clip_unicode_tables.cpp ("
+            << engine::io::clip_tables::kUnicodeVersion
+            << "): if captions below differ, regenerate it with scripts/gen_clip_unicode_tables.py");
   CHECK(ref["vocab_size"].get<int64_t>() == tok.vocab_size());
   REQUIRE(ref["cases"].size() > 500);
   int failures = 0;
@@ -200,6 +205,24 @@ TEST_CASE("parity with the independent Python reference") {
   REQUIRE(batch.rows == static_cast<int64_t>(texts.size()));
   for (size_t r = 0; r < texts.size(); ++r)
     CHECK(row_of(batch, static_cast<int64_t>(r)) == to_ids(ref["cases"][r]["row"]));
+}
+
+TEST_CASE("io/clip_unicode_tables.cpp is what its generator writes") {
+  const nlohmann::json& ref = reference();
+  const std::string version = ref["unicode_version"].get<std::string>();
+  if (version != engine::io::clip_tables::kUnicodeVersion) {
+    MESSAGE("skipped: " << ENGINE_PYTHON << " has Unicode " << version << ", the tables "
+                        << engine::io::clip_tables::kUnicodeVersion);
+    return;
+  }
+  const std::string src = ENGINE_SOURCE_DIR;
+  const fs::path out = scratch_dir() / "clip_unicode_tables.cpp";
+  const std::string cmd = std::string(ENGINE_PYTHON) + " " + src +
+                          "/scripts/gen_clip_unicode_tables.py > '" + out.string() + "'";
+  INFO("generator failed: " << cmd);
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  INFO("io/clip_unicode_tables.cpp is stale: rerun scripts/gen_clip_unicode_tables.py");
+  CHECK(read_file(out) == read_file(src + "/io/clip_unicode_tables.cpp"));
 }
 
 TEST_CASE("decode matches Python, including broken UTF-8 and padding") {
@@ -269,6 +292,7 @@ TEST_CASE("missing or corrupt vocabulary files are clear errors") {
   const fs::path truncated = dir / "truncated.txt.gz";
   write_file(truncated, real.substr(0, 100000));
   err = error_of([&] { ClipTokenizer t(truncated.string()); });
+  MESSAGE(err);
   CHECK(err.find(truncated.string()) != std::string::npos);
   CHECK(err.find("corrupt") != std::string::npos);
 
@@ -278,6 +302,7 @@ TEST_CASE("missing or corrupt vocabulary files are clear errors") {
   const fs::path damaged_path = dir / "damaged.txt.gz";
   write_file(damaged_path, damaged);
   err = error_of([&] { ClipTokenizer t(damaged_path.string()); });
+  MESSAGE(err);
   CHECK(err.find(damaged_path.string()) != std::string::npos);
   CHECK(err.find("corrupt") != std::string::npos);
 
