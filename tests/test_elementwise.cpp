@@ -6,6 +6,7 @@
 #include <omp.h>
 
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <random>
@@ -178,6 +179,52 @@ TEST_CASE("unary ops: forward vs std::, gradcheck and gradgradcheck (f64, transp
 TEST_CASE("pow: every exponent path, forward and first and second derivatives") {
   uint64_t seed = 500;
   for (const UnaryCase& c : pow_cases()) check_unary(c, seed += 10);
+}
+
+TEST_CASE("f32 exp (vectorisable, tensor/kernels/elementwise.h) is within 2 ulp everywhere") {
+  // Every 997th float from -110 to 95 (the whole finite-to-inf range, subnormal results included),
+  // against the double result rounded to f32, in units in the last place (adjacent floats differ by
+  // one in their bit patterns, also across the subnormal range).
+  std::vector<double> xs;
+  auto bits_of = [](float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; };
+  auto from_bits = [](uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; };
+  for (uint32_t u = bits_of(-110.0f); u > 0x80000000u; u -= std::min<uint32_t>(997, u - 0x80000000u))
+    xs.push_back(from_bits(u));  // negative floats: the magnitude falls with the bit pattern
+  for (uint32_t u = 0; u < bits_of(95.0f); u += 997) xs.push_back(from_bits(u));
+  xs.insert(xs.end(), {0.0, -0.0, 88.72, 88.73, -87.3, -103.9, -149 * std::log(2.0), kInf, -kInf, kNaN});
+  const std::vector<double> got = exp(from_vector(xs, {int64_t(xs.size())}, opts(DType::f32))).to_vector();
+  const std::vector<double> sg = sigmoid(from_vector(xs, {int64_t(xs.size())}, opts(DType::f32))).to_vector();
+  auto ulps = [](double a, double b) {
+    const float fa = float(a), fb = float(b);
+    int32_t ia, ib;
+    std::memcpy(&ia, &fa, 4);
+    std::memcpy(&ib, &fb, 4);
+    return std::abs(int64_t(ia) - int64_t(ib));
+  };
+  int64_t worst = 0, worst_sig = 0;
+  double worst_x = 0;
+  size_t nan_ok = 0;
+  bool tiny_ok = true;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const double x = double(float(xs[i]));
+    if (std::isnan(x)) {
+      nan_ok += std::isnan(got[i]) && std::isnan(sg[i]);
+      continue;
+    }
+    const int64_t u = ulps(got[i], std::exp(x));
+    if (u > worst) worst = u, worst_x = x;
+    // Below x = -88.7, 1 + exp(-x) overflows f32 and sigmoid is 0 instead of a subnormal (as
+    // PyTorch's f32 formula): compare in ulps only where the result is a normal float.
+    const double s_exact = 1 / (1 + std::exp(-x));
+    if (s_exact >= 1.2e-38) worst_sig = std::max(worst_sig, ulps(sg[i], s_exact));
+    else tiny_ok = tiny_ok && sg[i] < 1.2e-38;
+  }
+  INFO("points " << xs.size() << ", worst exp error " << worst << " ulp at x = " << worst_x);
+  CHECK(xs.size() > 1000000);  // about 2.2 million
+  CHECK(worst <= 2);
+  CHECK(worst_sig <= 3);
+  CHECK(nan_ok == 1);
+  CHECK(tiny_ok);
 }
 
 TEST_CASE("pow at x <= 0 follows C's pow rules; its gradient as PyTorch's e x^(e-1)") {
