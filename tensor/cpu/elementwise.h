@@ -9,7 +9,9 @@
 //      once, before the loop, as 0 (broadcast), 1 (contiguous) or other; the row loop is
 //      instantiated for that combination with the 0/1 strides as compile-time constants, so the
 //      common cases are plain `o[i] = f(a[i], b[i])` / `f(a[i], b0)` loops that the compiler
-//      vectorises (`#pragma omp simd`; the output never aliases an input).
+//      vectorises (`#pragma omp simd`; the output never aliases an input). Kernels with selects
+//      (leaky_relu, where, clamp) vectorise because the build says -fno-trapping-math
+//      (CMakeLists.txt); exp, erf and tanh in f32 are branch-free (kernels/elementwise.h).
 //   3. Rows are cut into blocks of kParallelGrain elements; OpenMP distributes (row, block) work
 //      items. The blocking depends only on the shape, never on the thread count, and every
 //      element is computed by the same code wherever it lands, so results are bitwise identical
@@ -107,10 +109,6 @@ inline void check_output(const Tensor& out) {
   ENGINE_CHECK(out.is_contiguous(), "elementwise loop: the output must be a fresh contiguous tensor, got strides {}",
                out.strides().str());
 }
-
-}  // namespace detail
-
-namespace detail {
 
 // One row. The pointers are restrict (the output is fresh), the functor is a by-value local (its
 // members cannot alias the output, so they stay in registers) and a 0/1 stride is a template
