@@ -175,19 +175,34 @@ TEST_CASE("conv_transpose2d bias, output sizes and output_padding") {
     for (int64_t e = 0; e < 25; ++e) CHECK(d[size_t(c * 25 + e)] == doctest::Approx(b.to_vector()[size_t(c)]));
 }
 
-TEST_CASE("conv2d_weight over many samples: batched columns, chunked, groups") {
-  // (Cin*9 + Cout) * 64*64 * 8 bytes = 5.2 MB per sample: the 16 MB column budget takes 3 of the
-  // 4 samples per chunk, so two chunks accumulate.
-  Tensor x = rnd({4, 16, 64, 64}, 400), w = rnd({16, 16, 3, 3}, 401);
-  const Conv2dParams p = Conv2dParams::make(1, 1);
-  Tensor y0 = conv2d(x, w, Tensor(), p);
-  Tensor y = rnd(y0.sizes(), 402);
-  const double lhs = dot(y0, y);
-  CHECK(std::abs(lhs - dot(w, conv2d_weight(x, y, 3, 3, p))) <= 1e-10 * (1.0 + std::abs(lhs)));
-  // The sum over samples equals the sum of per-sample weight gradients.
-  Tensor per = zeros(w.sizes(), opts(DType::f64));
-  for (int64_t n = 0; n < 4; ++n) per = add(per, conv2d_weight(narrow(x, 0, n, 1), narrow(y, 0, n, 1), 3, 3, p));
-  check_close(conv2d_weight(x, y, 3, 3, p).to_vector(), per.to_vector(), 1e-11);
+TEST_CASE("conv2d_weight sums over samples: chunked partial sums and large tiled GEMMs") {
+  struct W {
+    const char* name;
+    Dims x, w;
+    Conv2dParams p;
+  };
+  const W ws[] = {
+      // 10 samples in 8 uneven chunks (1 or 2 samples each), 2 groups: 16 parallel tasks.
+      {"chunks", {10, 4, 8, 8}, {6, 2, 3, 3}, Conv2dParams::make(1, 1, 1, 2)},
+      {"chunks, 1x1", {10, 4, 5, 5}, {6, 4, 1, 1}, Conv2dParams::make(1, 0)},
+      // Few large GEMMs (16 x 144 x 4096 per sample): samples in order, each GEMM tiled.
+      {"tiled", {3, 16, 64, 64}, {16, 16, 3, 3}, Conv2dParams::make(1, 1)},
+  };
+  uint64_t seed = 400;
+  for (const W& c : ws) {
+    CAPTURE(c.name);
+    Tensor x = rnd(c.x, seed++), w = rnd(c.w, seed++);
+    Tensor y0 = conv2d(x, w, Tensor(), c.p);
+    Tensor y = rnd(y0.sizes(), seed++);
+    Tensor gw = conv2d_weight(x, y, c.w[2], c.w[3], c.p);
+    const double lhs = dot(y0, y);
+    CHECK(std::abs(lhs - dot(w, gw)) <= 1e-10 * (1.0 + std::abs(lhs)));
+    // The sum over samples equals the sum of the per-sample weight gradients.
+    Tensor per = zeros(w.sizes(), opts(DType::f64));
+    for (int64_t n = 0; n < c.x[0]; ++n)
+      per = add(per, conv2d_weight(narrow(x, 0, n, 1), narrow(y, 0, n, 1), c.w[2], c.w[3], c.p));
+    check_close(gw.to_vector(), per.to_vector(), 1e-11);
+  }
 }
 
 TEST_CASE("results do not depend on the number of OpenMP threads") {

@@ -21,9 +21,9 @@ using kernels::ConvShape;
 
 namespace {
 
-// The im2col matrices of the weight gradient are batched (several samples side by side) up to
-// this many bytes; a larger single sample is still processed whole.
-constexpr int64_t kColumnBudgetBytes = int64_t(16) << 20;
+// The weight gradient sums over samples in this many independent chunks (fewer with a smaller
+// batch), each into its own partial gradient: parallel work without thread-count-dependent sums.
+constexpr int64_t kWeightChunks = 8;
 
 bool is_pointwise(const ConvShape& s) {
   return s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0;
@@ -45,6 +45,27 @@ void im2col_row(const T* x, const ConvShape& s, int64_t r, T* dst) {
   std::fill(dst, dst + oh0 * wo, T(0));
   // Input column of output column ow: iw0 + ow * stride (inside the row for ow in [ow0, ow1)).
   const int64_t iw0 = kernels::conv_input_index(0, j, s.stride_w, s.pad_w, s.dilation_w);
+  if (s.stride_h == 1 && s.stride_w == 1 && s.width == wo && oh1 > oh0) {
+    // "Same" convolution (stride 1, output as wide as the input): the valid rows of this tap
+    // are one contiguous shifted block of the input plane, so copy them at once, then zero the
+    // columns that fall into the left/right padding (they picked up neighbouring rows' pixels).
+    // Source elements outside the plane are skipped: they land only in those columns.
+    const T* plane = x + c * s.height * s.width;
+    const int64_t plane_size = s.height * s.width;
+    const int64_t src0 = kernels::conv_input_index(oh0, i, 1, s.pad_h, s.dilation_h) * s.width + iw0;
+    int64_t e0 = oh0 * wo, e1 = oh1 * wo;  // destination block, source index = src0 + (e - oh0*wo)
+    const int64_t lo = std::max<int64_t>(e0, e0 - src0), hi = std::min<int64_t>(e1, e0 - src0 + plane_size);
+    std::fill(dst + e0, dst + std::max(lo, e0), T(0));
+    if (hi > lo) std::memcpy(dst + lo, plane + src0 + (lo - e0), size_t(hi - lo) * sizeof(T));
+    std::fill(dst + std::max(hi, lo), dst + e1, T(0));
+    if (ow0 > 0 || ow1 < wo)
+      for (int64_t oh = oh0; oh < oh1; ++oh) {
+        std::fill(dst + oh * wo, dst + oh * wo + ow0, T(0));
+        std::fill(dst + oh * wo + ow1, dst + (oh + 1) * wo, T(0));
+      }
+    std::fill(dst + oh1 * wo, dst + s.out_h * wo, T(0));
+    return;
+  }
   for (int64_t oh = oh0; oh < oh1; ++oh) {
     T* d = dst + oh * wo;
     const int64_t ih = kernels::conv_input_index(oh, i, s.stride_h, s.pad_h, s.dilation_h);
@@ -80,9 +101,11 @@ void col2im_channel(const T* col, int64_t ld, const ConvShape& s, int64_t c, T* 
           if (ow1 > ow0) {
             T* dd = d + iw0 + ow0;
             const T* ss = src + ow0;
+#pragma omp simd
             for (int64_t q = 0; q < ow1 - ow0; ++q) dd[q] += ss[q];
           }
         } else {
+#pragma omp simd
           for (int64_t ow = ow0; ow < ow1; ++ow) d[iw0 + ow * s.stride_w] += src[ow];
         }
       }
@@ -116,135 +139,175 @@ void col2im(const T* col, int64_t ld, const ConvShape& s, T* x, bool parallel) {
   for (int64_t c = 0; c < s.channels; ++c) col2im_channel(col, ld, s, c, x + c * hw);
 }
 
+// Geometry shared by the three plans.
+struct Dims2 {
+  int64_t groups, cg, og, ckk, hw, ohw;
+};
+Dims2 dims_of(const ConvProblem& p) {
+  const ConvShape& s = p.shape;
+  return {p.groups, s.channels, p.out_channels / p.groups, s.channels * s.kernel_h * s.kernel_w, s.height * s.width,
+          s.out_h * s.out_w};
+}
+
 template <typename T>
 void conv2d_forward(const ConvProblem& p, const T* x, const T* w, const T* bias, T* y) {
   const ConvShape& s = p.shape;
-  const int64_t groups = p.groups, cg = s.channels, og = p.out_channels / groups;
-  const int64_t ckk = cg * s.kernel_h * s.kernel_w, hw = s.height * s.width, ohw = s.out_h * s.out_w;
-  const bool pointwise = is_pointwise(s);
+  const auto [groups, cg, og, ckk, hw, ohw] = dims_of(p);
   const int64_t items = p.batch * groups;
-  const bool parallel = gemm_items_parallel(items, og, ohw, ckk);
-  Tensor buf;
-  T* cols = nullptr;
-  if (!pointwise) {
-    buf = workspace((parallel ? max_slots() : 1) * ckk * ohw, p.dtype);
-    cols = buf.data<T>();
+  auto x_of = [&](int64_t it) { return x + ((it / groups) * p.in_channels + (it % groups) * cg) * hw; };
+  auto y_of = [&](int64_t it) { return y + ((it / groups) * p.out_channels + (it % groups) * og) * ohw; };
+  if (bias) {
+#pragma omp parallel for schedule(static) if (items * og * ohw >= kParallelGrain)
+    for (int64_t it = 0; it < items; ++it) fill_rows(y_of(it), bias + (it % groups) * og, og, ohw);
   }
-  for_each_item(items, parallel, [&](int64_t it, int slot) {
-    const int64_t n = it / groups, g = it % groups;
-    const T* xs = x + (n * p.in_channels + g * cg) * hw;
-    T* ys = y + (n * p.out_channels + g * og) * ohw;
-    const T* col = xs;  // 1x1, stride 1, no padding: the image is its own column matrix
-    if (!pointwise) {
-      T* c = cols + int64_t(slot) * ckk * ohw;
-      im2col(xs, s, c, ohw, !parallel);
-      col = c;
+  const T beta = T(bias ? 1 : 0);
+  // y[n, g] = W_g col(x[n, g]), accumulated onto the bias.
+  auto call = [&](int64_t it, const T* col) {
+    GemmCall<T> c;
+    c.m = og, c.n = ohw, c.k = ckk;
+    c.a = w + (it % groups) * og * ckk, c.lda = ckk;
+    c.b = col, c.ldb = ohw;
+    c.beta = beta, c.c = y_of(it), c.ldc = ohw;
+    return c;
+  };
+  if (is_pointwise(s)) {  // 1x1, stride 1, no padding: the image is its own column matrix
+    gemm_batch<T>(items, og, ohw, ckk, [&](int64_t it) { return call(it, x_of(it)); });
+    return;
+  }
+  blas_single_thread();
+  if (plan_gemm_tiles(og, ohw, ckk, items).count() == 1) {
+    // Many (sample, group) items: one task each (im2col then GEMM), a column buffer per thread.
+    const bool parallel = items_parallel(items, og, ohw, ckk);
+    Tensor buf = workspace((parallel ? max_slots() : 1) * ckk * ohw, p.dtype);
+    for_each_item(items, parallel, [&](int64_t it, int slot) {
+      T* col = buf.data<T>() + int64_t(slot) * ckk * ohw;
+      im2col(x_of(it), s, col, ohw, !parallel);
+      const GemmCall<T> c = call(it, col);
+      gemm_tile(c, 0, og, 0, ohw);
+    });
+  } else {
+    // Few large items: one after another, each im2col and GEMM spread over the threads.
+    Tensor buf = workspace(ckk * ohw, p.dtype);
+    for (int64_t it = 0; it < items; ++it) {
+      im2col(x_of(it), s, buf.data<T>(), ohw, true);
+      gemm_parallel(call(it, buf.data<T>()));
     }
-    if (bias) fill_rows(ys, bias + g * og, og, ohw);
-    gemm<T>(false, false, og, ohw, ckk, T(1), w + g * og * ckk, ckk, col, ohw, T(bias ? 1 : 0), ys, ohw);
-  });
+  }
 }
 
 template <typename T>
 void conv2d_input(const ConvProblem& p, const T* y, const T* w, const T* bias, T* x) {
   const ConvShape& s = p.shape;
-  const int64_t groups = p.groups, cg = s.channels, og = p.out_channels / groups;
-  const int64_t ckk = cg * s.kernel_h * s.kernel_w, hw = s.height * s.width, ohw = s.out_h * s.out_w;
-  const bool pointwise = is_pointwise(s);
+  const auto [groups, cg, og, ckk, hw, ohw] = dims_of(p);
   const int64_t items = p.batch * groups;
-  const bool parallel = gemm_items_parallel(items, ckk, ohw, og);
-  Tensor buf;
-  T* cols = nullptr;
-  if (!pointwise) {
-    buf = workspace((parallel ? max_slots() : 1) * ckk * ohw, p.dtype);
-    cols = buf.data<T>();
-  }
-  for_each_item(items, parallel, [&](int64_t it, int slot) {
-    const int64_t n = it / groups, g = it % groups;
-    T* xs = x + (n * p.in_channels + g * cg) * hw;
-    const T* ys = y + (n * p.out_channels + g * og) * ohw;
-    const T* wg = w + g * og * ckk;
-    if (pointwise) {
-      if (bias) fill_rows(xs, bias + g * cg, cg, hw);
-      gemm<T>(true, false, cg, hw, og, T(1), wg, ckk, ys, ohw, T(bias ? 1 : 0), xs, hw);
-      return;
+  auto x_of = [&](int64_t it) { return x + ((it / groups) * p.in_channels + (it % groups) * cg) * hw; };
+  auto y_of = [&](int64_t it) { return y + ((it / groups) * p.out_channels + (it % groups) * og) * ohw; };
+  // col = W_g^T y[n, g]  (W_g stored [og, ckk]: the transpose flag)
+  auto call = [&](int64_t it, T* col, T beta) {
+    GemmCall<T> c;
+    c.trans_a = true;
+    c.m = ckk, c.n = ohw, c.k = og;
+    c.a = w + (it % groups) * og * ckk, c.lda = ckk;
+    c.b = y_of(it), c.ldb = ohw;
+    c.beta = beta, c.c = col, c.ldc = ohw;
+    return c;
+  };
+  if (is_pointwise(s)) {  // x[n, g] = W_g^T y[n, g] directly (ckk = cg, ohw = hw)
+    if (bias) {
+#pragma omp parallel for schedule(static) if (items * cg * hw >= kParallelGrain)
+      for (int64_t it = 0; it < items; ++it) fill_rows(x_of(it), bias + (it % groups) * cg, cg, hw);
     }
-    T* col = cols + int64_t(slot) * ckk * ohw;
-    gemm<T>(true, false, ckk, ohw, og, T(1), wg, ckk, ys, ohw, T(0), col, ohw);
-    col2im(col, ohw, s, xs, !parallel);
-    if (bias) add_rows(xs, bias + g * cg, cg, hw);
-  });
+    gemm_batch<T>(items, ckk, ohw, og, [&](int64_t it) { return call(it, x_of(it), T(bias ? 1 : 0)); });
+    return;
+  }
+  blas_single_thread();
+  if (plan_gemm_tiles(ckk, ohw, og, items).count() == 1) {
+    const bool parallel = items_parallel(items, ckk, ohw, og);
+    Tensor buf = workspace((parallel ? max_slots() : 1) * ckk * ohw, p.dtype);
+    for_each_item(items, parallel, [&](int64_t it, int slot) {
+      T* col = buf.data<T>() + int64_t(slot) * ckk * ohw;
+      gemm_tile(call(it, col, T(0)), 0, ckk, 0, ohw);
+      col2im(col, ohw, s, x_of(it), !parallel);
+      if (bias) add_rows(x_of(it), bias + (it % groups) * cg, cg, hw);
+    });
+  } else {
+    Tensor buf = workspace(ckk * ohw, p.dtype);
+    for (int64_t it = 0; it < items; ++it) {
+      gemm_parallel(call(it, buf.data<T>(), T(0)));
+      col2im(buf.data<T>(), ohw, s, x_of(it), true);
+      if (bias) add_rows(x_of(it), bias + (it % groups) * cg, cg, hw);
+    }
+  }
 }
 
 template <typename T>
 void conv2d_weight(const ConvProblem& p, const T* x, const T* gy, T* gw) {
   const ConvShape& s = p.shape;
-  const int64_t groups = p.groups, cg = s.channels, og = p.out_channels / groups, batch = p.batch;
-  const int64_t ckk = cg * s.kernel_h * s.kernel_w, hw = s.height * s.width, ohw = s.out_h * s.out_w;
+  const auto [groups, cg, og, ckk, hw, ohw] = dims_of(p);
+  const int64_t batch = p.batch;
   const bool pointwise = is_pointwise(s);
   if (batch == 0 || ohw == 0) {
     std::fill(gw, gw + p.out_channels * ckk, T(0));
     return;
   }
+  blas_single_thread();
+  auto x_of = [&](int64_t n, int64_t g) { return x + (n * p.in_channels + g * cg) * hw; };
+  auto gy_of = [&](int64_t n, int64_t g) { return gy + (n * p.out_channels + g * og) * ohw; };
+  // dW_g (+)= gy[n, g] col(x[n, g])^T   (col stored [ckk, ohw]: the transpose flag)
+  auto call = [&](int64_t n, int64_t g, const T* col) {
+    GemmCall<T> c;
+    c.trans_b = true;
+    c.m = og, c.n = ckk, c.k = ohw;
+    c.a = gy_of(n, g), c.lda = ohw;
+    c.b = col, c.ldb = ohw;
+    c.beta = T(n == 0 ? 0 : 1), c.c = gw + g * og * ckk, c.ldc = ckk;
+    return c;
+  };
 
-  // Groups as items: each sums its samples with one GEMM per sample (beta = 1 after the first).
-  // Used with one sample per group (batch-grouped weights) or many small groups.
-  if (batch == 1 || (groups > 1 && gemm_is_small(og, ckk, batch * ohw))) {
-    const bool parallel = gemm_is_small(og, ckk, ohw) && gemm_items_parallel(groups, og, ckk, ohw * batch);
-    Tensor buf;
-    T* cols = nullptr;
-    if (!pointwise) {
-      buf = workspace((parallel ? max_slots() : 1) * ckk * ohw, p.dtype);
-      cols = buf.data<T>();
-    }
-    for_each_item(groups, parallel, [&](int64_t g, int slot) {
-      for (int64_t n = 0; n < batch; ++n) {
-        const T* xs = x + (n * p.in_channels + g * cg) * hw;
-        const T* col = xs;
-        if (!pointwise) {
-          T* c = cols + int64_t(slot) * ckk * ohw;
-          im2col(xs, s, c, ohw, !parallel);
-          col = c;
-        }
-        gemm<T>(false, true, og, ckk, ohw, T(1), gy + (n * p.out_channels + g * og) * ohw, ohw, col, ohw,
-                T(n == 0 ? 0 : 1), gw + g * og * ckk, ckk);
+  // The samples are cut into S chunks (S depends only on the batch size). A task (chunk, group)
+  // sums its samples' GEMMs in order into its own partial gradient (beta = 1 after its first
+  // sample), with one image's column matrix at a time in a per-thread buffer (it stays in cache);
+  // the partials are then added in chunk order. Batch-grouped weights (one sample, many groups)
+  // make the groups the tasks.
+  const int64_t chunks = std::min<int64_t>(batch, kWeightChunks);
+  const int64_t tasks = chunks * groups;
+  if (plan_gemm_tiles(og, ckk, ohw, tasks).count() == 1) {
+    const bool parallel = items_parallel(tasks, og, ckk, ohw * batch / chunks);
+    const int64_t weight_elems = p.out_channels * ckk;
+    Tensor partial_buf, col_buf;
+    if (chunks > 1) partial_buf = workspace(chunks * weight_elems, p.dtype);
+    if (!pointwise) col_buf = workspace((parallel ? max_slots() : 1) * ckk * ohw, p.dtype);
+    T* partials = chunks > 1 ? partial_buf.data<T>() : gw;
+    for_each_item(tasks, parallel, [&](int64_t task, int slot) {
+      const int64_t chunk = task / groups, g = task % groups;
+      const int64_t n0 = chunk * batch / chunks, n1 = (chunk + 1) * batch / chunks;
+      T* col = pointwise ? nullptr : col_buf.data<T>() + int64_t(slot) * ckk * ohw;
+      for (int64_t n = n0; n < n1; ++n) {
+        if (!pointwise) im2col(x_of(n, g), s, col, ohw, !parallel);
+        GemmCall<T> c = call(n, g, pointwise ? x_of(n, g) : col);
+        c.beta = T(n == n0 ? 0 : 1);
+        c.c = partials + chunk * weight_elems + g * og * ckk;
+        gemm_tile(c, 0, og, 0, ckk);
       }
     });
+    if (chunks > 1) {
+#pragma omp parallel for schedule(static) if (weight_elems * chunks >= kParallelGrain)
+      for (int64_t e = 0; e < weight_elems; ++e) {
+        T acc = partials[e];
+        for (int64_t c = 1; c < chunks; ++c) acc += partials[c * weight_elems + e];
+        gw[e] = acc;
+      }
+    }
     return;
   }
-
-  // Samples side by side: cols [ckk, nb*ohw] and gys [og, nb*ohw], then one GEMM with
-  // K = nb*ohw per chunk of nb samples (chunks accumulate in order, beta = 1 after the first).
-  const int64_t per_sample = (ckk + og) * ohw * int64_t(sizeof(T));
-  const int64_t nb = std::clamp<int64_t>(kColumnBudgetBytes / std::max<int64_t>(per_sample, 1), 1, batch);
-  const int64_t ld = nb * ohw;
-  Tensor buf = workspace((ckk + og) * ld, p.dtype);
-  T* cols = buf.data<T>();
-  T* gys = cols + ckk * ld;
-  for (int64_t g = 0; g < groups; ++g) {
-    for (int64_t n0 = 0; n0 < batch; n0 += nb) {
-      const int64_t cnt = std::min(nb, batch - n0), k = cnt * ohw;
-      // One task per (sample, row) of either matrix.
-      const int64_t tasks = cnt * (ckk + og);
-#pragma omp parallel for schedule(static) if (tasks * ohw >= kParallelGrain)
-      for (int64_t t = 0; t < tasks; ++t) {
-        const int64_t j = t / (ckk + og), r = t % (ckk + og), n = n0 + j;
-        if (r < ckk) {
-          const T* xs = x + (n * p.in_channels + g * cg) * hw;
-          T* dst = cols + r * k + j * ohw;  // rows of this chunk are k long
-          if (pointwise) {
-            std::memcpy(dst, xs + r * hw, size_t(ohw) * sizeof(T));
-          } else {
-            im2col_row(xs, s, r, dst);
-          }
-        } else {
-          const int64_t o = r - ckk;
-          std::memcpy(gys + o * k + j * ohw, gy + (n * p.out_channels + g * og + o) * ohw, size_t(ohw) * sizeof(T));
-        }
-      }
-      gemm<T>(false, true, og, ckk, k, T(1), gys, k, cols, k, T(n0 == 0 ? 0 : 1), gw + g * og * ckk, ckk);
+  // Few large GEMMs: samples in order, each im2col and GEMM spread over the threads.
+  Tensor buf;
+  if (!pointwise) buf = workspace(ckk * ohw, p.dtype);
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t n = 0; n < batch; ++n) {
+      if (!pointwise) im2col(x_of(n, g), s, buf.data<T>(), ohw, true);
+      gemm_parallel(call(n, g, pointwise ? x_of(n, g) : buf.data<T>()));
     }
-  }
 }
 
 #define ENGINE_CONV_INSTANTIATE(T)                                                                 \

@@ -7,12 +7,14 @@
 // tensor/kernels/im2col.h. A 1x1 convolution with stride 1 and no padding has col(x) = x: it is a
 // plain GEMM on the input, with no im2col buffer.
 //
-// Parallelism (see tensor/cpu/gemm.h): the (sample, group) GEMMs run in parallel over OpenMP
-// threads when they are small, one per thread with its own column buffer; large ones run one
-// after another with BLAS's threads and a parallel im2col. The weight gradient sums over samples
-// inside one GEMM (the samples' columns side by side, K = samples * Ho * Wo) or, with a single
-// sample per group (StyleGAN2's batch-grouped modulated conv), runs the groups as the items.
-// No result depends on the thread count.
+// Parallelism (see tensor/cpu/gemm.h): many (sample, group) GEMMs run as parallel tasks, one per
+// thread at a time, each with its own column buffer (im2col then GEMM while the buffer is still
+// in cache); a few large ones run one after another, each im2col and GEMM spread over the threads
+// (the GEMM in tiles of C). The weight gradient sums over samples: the batch is cut into up to 8
+// chunks, each task (chunk, group) accumulates its samples in order into a partial gradient, and
+// the partials are added in chunk order; with one sample per group (StyleGAN2's batch-grouped
+// modulated conv) the groups are the tasks. Plans depend only on the sizes, so no result
+// depends on the thread count.
 //
 // Buffers come from empty() with Kind::workspace, so the memory profiler charges them to the op
 // as transient bytes.
