@@ -136,8 +136,9 @@ Tensor conv2d_weight(const Tensor& x, const Tensor& gy, int64_t kh, int64_t kw, 
 
 // ---- FIR resampling (ops_upfirdn.cpp), StyleGAN2's upfirdn2d --------------------------------
 // x [N, C, H, W]; f: a 1-D [k] (separable, applied along both axes) or 2-D [kh, kw] filter.
-// Steps: insert up-1 zeros between pixels, pad (x0, x1, y0, y1; negative crops), correlate with
-// the flipped filter times gain (i.e. true convolution, as StyleGAN2), keep every down-th pixel.
+// Steps: insert up-1 zeros after each pixel (size H*up), pad (x0, x1, y0, y1; negative crops),
+// correlate with the flipped filter times gain (i.e. true convolution, as StyleGAN2), keep every
+// down-th pixel. f is a constant (no gradient; it must not require grad).
 // Its backward is upfirdn2d with the filter flipped and up/down swapped (any order).
 struct UpFirDnParams {
   int64_t up_x = 1, up_y = 1, down_x = 1, down_y = 1;

@@ -7,6 +7,7 @@
 
 #include "autograd/grad_mode.h"
 #include "autograd/node.h"
+#include "tensor/backend.h"
 #include "tensor/cpu/loops.h"
 #include "tensor/dispatch.h"
 #include "tensor/kernels/philox.h"
@@ -149,8 +150,8 @@ void store_from_double(void* p, DType t, double v) {
   }
 }
 void require_cpu(const Tensor& t, const char* op) {
-  ENGINE_CHECK(t.device().is_cpu(), "{}: expected a CPU tensor, got {} (copy it with .to(Device::cpu()))",
-               op, t.device().str());
+  ENGINE_CHECK(t.device().is_cpu(), "{}: no CUDA kernel yet for {} (tensor on {}); move it to the CPU with .to(Device::cpu())",
+               op, op, t.device().str());
 }
 }  // namespace
 
@@ -227,10 +228,45 @@ Tensor Tensor::expand(const Dims& s) const { return engine::expand(*this, s); }
 Tensor Tensor::squeeze(int64_t d) const { return engine::squeeze(*this, d); }
 Tensor Tensor::unsqueeze(int64_t d) const { return engine::unsqueeze(*this, d); }
 Tensor Tensor::to(DType t) const { return engine::to_dtype(*this, t); }
+// Between devices: make the source contiguous on its own device, allocate the destination and
+// let the backend copy the bytes (backend.h). A non-contiguous device tensor cannot be made
+// contiguous on its device yet (no strided copy kernel), so for a device -> CPU copy the span of
+// storage the view covers comes over as is and is made contiguous on the CPU. Differentiable: the
+// gradient goes back with to().
 Tensor Tensor::to(Device d) const {
   if (d == device()) return *this;
-  ENGINE_CHECK(false, "to: copying between {} and {} needs the CUDA backend", device().str(), d.str());
-  return Tensor();
+  memory::OpScope scope("to_device");
+  ENGINE_CHECK(backend::has_device_copy(d, device()),
+               "to: copying from {} to {} needs the CUDA backend (configure with -DENGINE_CUDA=ON)",
+               device().str(), d.str());
+  const TensorOptions out_options{dtype(), d, storage()->kind};
+  Tensor out;
+  {
+    autograd::NoGradGuard no_grad;
+    const Tensor x = detach();
+    if (device().is_cpu() || is_contiguous() || numel() == 0) {
+      const Tensor src = x.contiguous();
+      out = empty(sizes(), out_options);
+      backend::copy_bytes(out.raw_data(), d, src.raw_data(), src.device(), src.nbytes(), "to");
+    } else {
+      ENGINE_CHECK(d.is_cpu(), "to: copying a non-contiguous tensor from {} to {} needs a strided CUDA copy kernel (not yet); go through the CPU",
+                   device().str(), d.str());
+      int64_t lo = offset(), hi = offset();  // element range [lo, hi] of storage the view reads
+      for (int k = 0; k < dim(); ++k) (strides()[k] < 0 ? lo : hi) += (sizes()[k] - 1) * strides()[k];
+      Tensor span = empty({hi - lo + 1}, opts(dtype(), Device::cpu()));
+      const size_t es = dtype_size(dtype());
+      backend::copy_bytes(span.raw_data(), span.device(), static_cast<const char*>(storage()->data) + lo * int64_t(es),
+                          device(), span.nbytes(), "to");
+      out = empty(sizes(), out_options);
+      copy_(out, make_view(span, sizes(), strides(), offset() - lo));
+      out.storage()->version = 0;
+    }
+  }
+  if (auto node = autograd::record("ToDeviceBackward", {*this}, {out})) {
+    const Device from = device();
+    node->backward_fn = [from](autograd::Node&, const TensorList& g) -> TensorList { return {g[0].to(from)}; };
+  }
+  return out;
 }
 
 std::string Tensor::str(int max_per_dim) const {
@@ -427,6 +463,7 @@ void zero_(const Tensor& dst) { fill_(dst, 0.0); }
 void add_(const Tensor& dst, const Tensor& src, double alpha) {
   memory::OpScope scope("add_");
   check_inplace(dst, "add_");
+  require_cpu(src, "add_");
   ENGINE_CHECK(dst.dtype() == src.dtype(), "add_: dtype mismatch {} vs {}", dtype_name(dst.dtype()),
                dtype_name(src.dtype()));
   broadcast_shapes(dst.sizes(), src.sizes(), "add_");

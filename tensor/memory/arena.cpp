@@ -178,7 +178,8 @@ std::vector<Arena::Block> Arena::free_blocks() const {
 std::vector<Arena::Block> Arena::used_blocks() const {
   std::vector<Block> out;
   for (const auto& [address, bytes] : used_) out.push_back({address, bytes});
-  std::sort(out.begin(), out.end(), [](const Block& a, const Block& b) { return a.address < b.address; });
+  std::sort(out.begin(), out.end(),
+            [](const Block& a, const Block& b) { return a.address < b.address; });
   return out;
 }
 

@@ -220,7 +220,7 @@ void configure(Device device, const ArenaOptions& opts) {
   }
 }
 
-ArenaOptions options(Device device) {
+ArenaOptions arena_options(Device device) {
   std::lock_guard lock(detail::state_mutex());
   if (DeviceState* d = find_device(device)) return d->options;
   auto configured = state().configured.find(key_of(device));
@@ -258,7 +258,8 @@ void* allocate(Device device, size_t bytes, Kind kind) {
   if (ptr == nullptr) {
     size_t rounded = round_up_to_alignment(bytes);
     detail::on_out_of_memory(device, int64_t(rounded));
-    std::vector<LiveEntry> entries = live_entries(device, [](const detail::Allocation&) { return true; });
+    std::vector<LiveEntry> entries =
+        live_entries(device, [](const detail::Allocation&) { return true; });
     std::string op = detail::current_op_name();
     throw Error(fmt::format(
         "out of memory on {}: cannot allocate {} ({} bytes) of {} in the {} region "
@@ -320,7 +321,8 @@ void mark_saved(void* ptr, size_t bytes, std::string_view node_name) {
   std::lock_guard lock(detail::state_mutex());
   auto it = state().live.find(ptr);
   if (it != state().live.end()) it->second.entry.saved_by = node_name;
-  detail::on_saved(int64_t(bytes));
+  // Rounded like every byte count of the profiler: the block really holds that much.
+  detail::on_saved(int64_t(round_up_to_alignment(bytes)));
 }
 
 // --- statistics ---

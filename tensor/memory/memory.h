@@ -44,7 +44,8 @@ void deallocate(Device device, void* ptr);
 // Annotations used by the live-set table. No-ops for unknown pointers.
 void annotate(void* ptr, std::string_view shape, std::string_view dtype);
 // Autograd calls this when a Node saves a tensor for backward: the allocation is shown as
-// "saved by <node>" and its bytes are added to the saved_bytes of the current op call.
+// "saved by <node>" and its bytes (rounded up to kAlignment, like every byte count here) are added
+// to the saved bytes of the current op call (the innermost OpScope on this thread).
 void mark_saved(void* ptr, size_t bytes, std::string_view node_name);
 
 // Region statistics for one device (bytes).
@@ -69,13 +70,13 @@ struct ArenaOptions {
 // Best called before first use of the device; a later call applies to chunks reserved from then
 // on. An explicit configure() wins over the environment.
 void configure(Device device, const ArenaOptions& options);
-// Added: the defaults overridden by the environment (ENGINE_ARENA_CHUNK_MB, ENGINE_ARENA_GROW,
+// The defaults overridden by the environment (ENGINE_ARENA_CHUNK_MB, ENGINE_ARENA_GROW,
 // ENGINE_ARENA_LIMIT_MB); what a device uses unless configure() was called for it. Throws
 // engine::Error naming the variable when a value is not a non-negative integer (GROW: 0 or 1).
 ArenaOptions arena_options_from_env();
-// Added: the options a device uses now.
-ArenaOptions options(Device device);
-// Added: return the chunks of every region of `device` that has nothing allocated to the system
+// The options a device uses now.
+ArenaOptions arena_options(Device device);
+// Returns the chunks of every region of `device` that has nothing allocated to the system
 // (like torch.cuda.empty_cache). configure() only changes future chunks, so configure() followed
 // by empty_cache() restarts a device with new options.
 void empty_cache(Device device);
@@ -86,12 +87,15 @@ struct RawAllocator {
   void* (*reserve)(size_t bytes) = nullptr;
   void (*release)(void* ptr, size_t bytes) = nullptr;
 };
+// Devices already in use keep the allocator their chunks came from.
 void register_raw_allocator(DeviceType type, RawAllocator allocator);
 
 // PhaseScope("D_r1", device): names a training phase. On close() it checks that every
 // phase-region allocation made inside it has been freed (else throws engine::Error listing
 // the leaked allocations with their owner ops), then resets the phase arena. The destructor
 // calls close() if the user did not, and reports a leak on stderr instead of throwing.
+// Owner ops are known only while the profiler is enabled (OpScope costs nothing otherwise); the
+// module path, phase, kind, shape and dtype are always listed.
 class PhaseScope {
  public:
   explicit PhaseScope(std::string name, Device device = Device::cpu());
@@ -109,7 +113,7 @@ class PhaseScope {
 // Name of the innermost open phase on this thread ("" when none).
 std::string current_phase();
 
-// Added: "512 B", "1.5 KiB", "2.00 GiB" (binary units), as every memory table prints bytes.
+// "512 B", "1.5 KiB", "2.00 GiB" (binary units), as every memory table prints bytes.
 std::string format_bytes(int64_t bytes);
 
 }  // namespace engine::memory

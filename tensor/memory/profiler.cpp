@@ -4,8 +4,8 @@
 // allocator reports every allocation and free (profiler_hooks.h) and we charge it to the frames
 // of the calling thread:
 //   allocation of b bytes: every open frame gets allocated += b, live_inside += b, delta += b
-//   free of b bytes:       every open frame gets freed += b, delta -= b; the calls that made the
-//                          block (its owner and the owner's still-open ancestors) get live_inside -= b
+//   free of b bytes:       every open frame gets freed += b, delta -= b; the calls that made
+//                          the block (its owner and its open ancestors) get live_inside -= b
 // so nested calls are inclusive: a parent's numbers contain its children's. When a call exits,
 //   retained  = live_inside                    (bytes it allocated that are still alive)
 //   transient = max(0, max(delta) - retained)  (its high-water above the live bytes at entry,
@@ -242,7 +242,8 @@ Unit unit_for(int64_t bytes) {
   return {1.0, "B"};
 }
 std::string in_unit(int64_t bytes, Unit u) {
-  return u.divisor == 1.0 ? fmt::format("{}", bytes) : fmt::format("{:.2f}", double(bytes) / u.divisor);
+  if (u.divisor == 1.0) return fmt::format("{}", bytes);
+  return fmt::format("{:.2f}", double(bytes) / u.divisor);
 }
 
 void write_file(const std::filesystem::path& path, const std::string& text) {
@@ -463,7 +464,9 @@ std::string Profiler::table_markdown(size_t max_rows) {
   std::lock_guard lock(detail::state_mutex());
   std::vector<Row> rows = aggregate_locked();
   std::string out = "# Memory by op\n\n";
-  for (const DevicePeak& dp : prof().peaks) out += fmt::format("Peak on {}: {} ({} bytes).\n", dp.device.str(), format_bytes(dp.peak), dp.peak);
+  for (const DevicePeak& dp : prof().peaks)
+    out += fmt::format("Peak on {}: {} ({} bytes).\n", dp.device.str(), format_bytes(dp.peak),
+                       dp.peak);
   out +=
       "\nSorted by `at peak`: bytes allocated by the op that were alive at the peak (the innermost "
       "op owns a block, so this column adds up). `allocated`, `freed`, `retained` and `saved` are "
@@ -478,7 +481,8 @@ std::string Profiler::table_markdown(size_t max_rows) {
                        format_bytes(r.allocated), format_bytes(r.freed), format_bytes(r.retained),
                        format_bytes(r.transient_max), format_bytes(r.saved), r.time_us / 1000.0);
   }
-  if (rows.size() > max_rows) out += fmt::format("\n{} more row(s) in table.csv.\n", rows.size() - max_rows);
+  if (rows.size() > max_rows)
+    out += fmt::format("\n{} more row(s) in table.csv.\n", rows.size() - max_rows);
   int64_t unattributed = 0;
   for (const LiveEntry& e : all_snapshots())
     if (e.owner < prof().first_id) unattributed += e.bytes;
@@ -620,7 +624,8 @@ std::string Profiler::step_summary(int64_t step) {
   std::string top = "-";
   auto best = std::max_element(by_op.begin(), by_op.end(),
                                [](const auto& a, const auto& b) { return a.second < b.second; });
-  if (best != by_op.end()) top = fmt::format("{} {} {}", best->first, in_unit(best->second, u), u.name);
+  if (best != by_op.end())
+    top = fmt::format("{} {} {}", best->first, in_unit(best->second, u), u.name);
   return fmt::format("{}peak {} {}{} | reserved {} | top: {}", prefix, in_unit(main->peak, u),
                      u.name, parts.empty() ? "" : " (" + parts + ")", format_bytes(reserved), top);
 }

@@ -34,13 +34,15 @@ struct OpRecord {
   std::string phase;        // "D_r1" or ""
   Pass pass = Pass::fwd;
   std::string shapes;       // "[4,3,16,16] [8,3,3,3]"
-  Device device;
+  Device device;            // device of the call's first allocation (cpu if none)
   int64_t allocated = 0;
   int64_t freed = 0;
   int64_t retained = 0;
   int64_t transient = 0;
-  int64_t saved = 0;
-  int64_t at_peak = 0;      // bytes allocated by this call that were alive at the global peak
+  int64_t saved = 0;        // of this call's own Node (not inclusive)
+  int64_t at_peak = 0;      // bytes allocated by this call that were alive at the global peak;
+                            // not inclusive either (a block counts for the innermost call that
+                            // made it), so the column adds up to the peak
   double start_us = 0;      // wall time since profiler reset
   double end_us = 0;
 };
@@ -54,7 +56,7 @@ struct LiveEntry {
   Kind kind = Kind::activation;
   std::string saved_by;     // Node name or ""
   int64_t bytes = 0;
-  Device device;            // added: which device's peak this entry belongs to
+  Device device;            // which device's peak this entry belongs to
 };
 
 class OpScope {
@@ -106,7 +108,7 @@ class Profiler {
   // Exports.
   static std::string table_markdown(size_t max_rows = 50);
   static std::string table_csv();
-  // Added: one CSV row per op call (no aggregation), in call order, with id, parent and shapes.
+  // One CSV row per op call (no aggregation), in call order, with id, parent and shapes.
   static std::string calls_csv();
   static std::string live_set_markdown(size_t max_rows = 50);
   static std::string chrome_trace_json();

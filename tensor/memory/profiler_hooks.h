@@ -25,7 +25,7 @@ struct Allocation {
   LiveEntry entry;               // what live-set tables show: bytes, kind, owner op, module, ...
   bool in_phase_region = false;  // which arena of the device holds it
   uint64_t phase_serial = 0;     // the PhaseScope it was made in (phase region only)
-  uint64_t seq = 0;              // allocation number, increasing: orders events for the peak snapshot
+  uint64_t seq = 0;              // allocation number, increasing (orders allocations in time)
 };
 
 // Current usage of one device, both regions together.
