@@ -319,6 +319,30 @@ TEST_CASE("R1 through a modulated conv: double backward reaches the styles and t
   CHECK(gradcheck(r1, params) == "");
 }
 
+TEST_CASE("grad() w.r.t. the input computes no weight gradient (pruned), backward() does") {
+  // Note [R1 double backward]: the first R1 pass asks for d/dx only; the conv node must not run
+  // conv2d_weight for its weight (the engine marks that input as pruned).
+  Tensor x = leaf({2, 3, 6, 6}, 850), w = leaf({4, 3, 3, 3}, 851), b = leaf({4}, 852);
+  auto count_ops = [](const char* name) {
+    int k = 0;
+    for (const auto& r : memory::Profiler::records()) k += r.op == name;
+    return k;
+  };
+  memory::Profiler::enable(true);
+  memory::Profiler::reset();
+  Tensor y = conv2d(x, w, b, Conv2dParams::make(1, 1));
+  TensorList g = grad({sum(y)}, {x}, {}, /*create_graph=*/true);
+  const int weight_calls_grad = count_ops("conv2d_weight"), input_calls_grad = count_ops("conv_transpose2d");
+  backward(sum(mul(g[0], g[0])));  // reaches w through ConvTranspose2dBackward: conv2d_weight runs
+  const int weight_calls_backward = count_ops("conv2d_weight");
+  memory::Profiler::enable(false);
+  CHECK(input_calls_grad == 1);
+  CHECK(weight_calls_grad == 0);
+  CHECK(weight_calls_backward == 1);
+  CHECK(w.grad().defined());
+  CHECK_FALSE(b.grad().defined());  // r1 does not depend on the bias
+}
+
 TEST_CASE("im2col buffers are charged to the op as transient bytes") {
   memory::Profiler::enable(true);
   memory::Profiler::reset();
