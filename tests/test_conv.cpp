@@ -16,6 +16,8 @@
 
 #include "autograd/engine.h"
 #include "autograd/gradcheck.h"
+#include "tensor/cpu/conv.h"
+#include "tensor/kernels/im2col.h"
 #include "tensor/memory/profiler.h"
 #include "tensor/ops.h"
 
@@ -141,6 +143,41 @@ TEST_CASE("conv2d in f32 on both CPU plans and on non-contiguous inputs") {
   CHECK_FALSE(xt.is_contiguous());
   check_close(conv2d(xt, wt, Tensor(), Conv2dParams::make(1, 1)).to_vector(),
               naive_conv2d(contiguous(xt), contiguous(wt), Tensor(), Conv2dParams::make(1, 1)), 1e-12);
+}
+
+TEST_CASE("per-element im2col / col2im kernels (the CUDA form) equal the CPU row loops bit for bit") {
+  uint64_t seed = 150;
+  for (const Case& c : cases()) {
+    CAPTURE(c.name);
+    kernels::ConvShape s;
+    s.channels = c.w[1];
+    s.height = c.x[2];
+    s.width = c.x[3];
+    s.kernel_h = c.w[2];
+    s.kernel_w = c.w[3];
+    s.stride_h = c.p.stride_h;
+    s.stride_w = c.p.stride_w;
+    s.pad_h = c.p.pad_h;
+    s.pad_w = c.p.pad_w;
+    s.dilation_h = c.p.dilation_h;
+    s.dilation_w = c.p.dilation_w;
+    s.out_h = kernels::conv_out_size(s.height, s.kernel_h, s.stride_h, s.pad_h, s.dilation_h);
+    s.out_w = kernels::conv_out_size(s.width, s.kernel_w, s.stride_w, s.pad_w, s.dilation_w);
+    const int64_t rows = s.channels * s.kernel_h * s.kernel_w, cols = s.out_h * s.out_w;
+    const int64_t pixels = s.channels * s.height * s.width;
+    const std::vector<double> xv = rnd({pixels}, seed++).to_vector(), cv = rnd({rows * cols}, seed++).to_vector();
+    std::vector<double> col(size_t(rows * cols), -1.0), img(size_t(pixels), -1.0);
+    cpu::im2col(xv.data(), s, col.data(), cols, false);
+    cpu::col2im(cv.data(), cols, s, img.data(), false);
+    bool same_col = true, same_img = true;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t q = 0; q < cols; ++q)
+        same_col = same_col && col[size_t(r * cols + q)] == kernels::im2col_element(xv.data(), s, r, q);
+    for (int64_t e = 0; e < pixels; ++e)
+      same_img = same_img && img[size_t(e)] == kernels::col2im_element(cv.data(), cols, s, e);
+    CHECK(same_col);
+    CHECK(same_img);
+  }
 }
 
 TEST_CASE("conv_transpose2d is the adjoint of conv2d in x, conv2d_weight its adjoint in w") {

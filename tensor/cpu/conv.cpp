@@ -123,6 +123,17 @@ void add_rows(T* dst, const T* values, int64_t rows, int64_t len) {
     for (int64_t q = 0; q < len; ++q) dst[r * len + q] += values[r];
 }
 
+// Sizes shared by the three plans: per group, in channels (cg), out channels (og), rows of the
+// column matrix (ckk = cg*kh*kw), input and output pixels (hw, ohw).
+struct ConvSizes {
+  int64_t groups, cg, og, ckk, hw, ohw;
+};
+ConvSizes sizes_of(const ConvProblem& p) {
+  const ConvShape& s = p.shape;
+  return {p.groups, s.channels, p.out_channels / p.groups, s.channels * s.kernel_h * s.kernel_w, s.height * s.width,
+          s.out_h * s.out_w};
+}
+
 }  // namespace
 
 template <typename T>
@@ -139,27 +150,16 @@ void col2im(const T* col, int64_t ld, const ConvShape& s, T* x, bool parallel) {
   for (int64_t c = 0; c < s.channels; ++c) col2im_channel(col, ld, s, c, x + c * hw);
 }
 
-// Geometry shared by the three plans.
-struct Dims2 {
-  int64_t groups, cg, og, ckk, hw, ohw;
-};
-Dims2 dims_of(const ConvProblem& p) {
-  const ConvShape& s = p.shape;
-  return {p.groups, s.channels, p.out_channels / p.groups, s.channels * s.kernel_h * s.kernel_w, s.height * s.width,
-          s.out_h * s.out_w};
-}
-
 template <typename T>
 void conv2d_forward(const ConvProblem& p, const T* x, const T* w, const T* bias, T* y) {
   const ConvShape& s = p.shape;
-  const auto [groups, cg, og, ckk, hw, ohw] = dims_of(p);
+  const auto [groups, cg, og, ckk, hw, ohw] = sizes_of(p);
   const int64_t items = p.batch * groups;
   auto x_of = [&](int64_t it) { return x + ((it / groups) * p.in_channels + (it % groups) * cg) * hw; };
   auto y_of = [&](int64_t it) { return y + ((it / groups) * p.out_channels + (it % groups) * og) * ohw; };
-  if (bias) {
-#pragma omp parallel for schedule(static) if (items * og * ohw >= kParallelGrain)
-    for (int64_t it = 0; it < items; ++it) fill_rows(y_of(it), bias + (it % groups) * og, og, ohw);
-  }
+  auto fill_bias = [&](int64_t it) {
+    if (bias) fill_rows(y_of(it), bias + (it % groups) * og, og, ohw);
+  };
   const T beta = T(bias ? 1 : 0);
   // y[n, g] = W_g col(x[n, g]), accumulated onto the bias.
   auto call = [&](int64_t it, const T* col) {
@@ -171,25 +171,30 @@ void conv2d_forward(const ConvProblem& p, const T* x, const T* w, const T* bias,
     return c;
   };
   if (is_pointwise(s)) {  // 1x1, stride 1, no padding: the image is its own column matrix
+    if (bias) {
+#pragma omp parallel for schedule(static) if (items * og * ohw >= kParallelGrain)
+      for (int64_t it = 0; it < items; ++it) fill_bias(it);
+    }
     gemm_batch<T>(items, og, ohw, ckk, [&](int64_t it) { return call(it, x_of(it)); });
     return;
   }
   blas_single_thread();
-  if (plan_gemm_tiles(og, ohw, ckk, items).count() == 1) {
+  if (run_as_tasks(items, og, ohw, ckk)) {
     // Many (sample, group) items: one task each (im2col then GEMM), a column buffer per thread.
     const bool parallel = items_parallel(items, og, ohw, ckk);
     Tensor buf = workspace((parallel ? max_slots() : 1) * ckk * ohw, p.dtype);
     for_each_item(items, parallel, [&](int64_t it, int slot) {
       T* col = buf.data<T>() + int64_t(slot) * ckk * ohw;
       im2col(x_of(it), s, col, ohw, !parallel);
-      const GemmCall<T> c = call(it, col);
-      gemm_tile(c, 0, og, 0, ohw);
+      fill_bias(it);
+      gemm_tile(call(it, col), 0, og, 0, ohw);
     });
   } else {
     // Few large items: one after another, each im2col and GEMM spread over the threads.
     Tensor buf = workspace(ckk * ohw, p.dtype);
     for (int64_t it = 0; it < items; ++it) {
       im2col(x_of(it), s, buf.data<T>(), ohw, true);
+      fill_bias(it);
       gemm_parallel(call(it, buf.data<T>()));
     }
   }
@@ -198,7 +203,7 @@ void conv2d_forward(const ConvProblem& p, const T* x, const T* w, const T* bias,
 template <typename T>
 void conv2d_input(const ConvProblem& p, const T* y, const T* w, const T* bias, T* x) {
   const ConvShape& s = p.shape;
-  const auto [groups, cg, og, ckk, hw, ohw] = dims_of(p);
+  const auto [groups, cg, og, ckk, hw, ohw] = sizes_of(p);
   const int64_t items = p.batch * groups;
   auto x_of = [&](int64_t it) { return x + ((it / groups) * p.in_channels + (it % groups) * cg) * hw; };
   auto y_of = [&](int64_t it) { return y + ((it / groups) * p.out_channels + (it % groups) * og) * ohw; };
@@ -221,7 +226,7 @@ void conv2d_input(const ConvProblem& p, const T* y, const T* w, const T* bias, T
     return;
   }
   blas_single_thread();
-  if (plan_gemm_tiles(ckk, ohw, og, items).count() == 1) {
+  if (run_as_tasks(items, ckk, ohw, og)) {
     const bool parallel = items_parallel(items, ckk, ohw, og);
     Tensor buf = workspace((parallel ? max_slots() : 1) * ckk * ohw, p.dtype);
     for_each_item(items, parallel, [&](int64_t it, int slot) {
@@ -243,7 +248,7 @@ void conv2d_input(const ConvProblem& p, const T* y, const T* w, const T* bias, T
 template <typename T>
 void conv2d_weight(const ConvProblem& p, const T* x, const T* gy, T* gw) {
   const ConvShape& s = p.shape;
-  const auto [groups, cg, og, ckk, hw, ohw] = dims_of(p);
+  const auto [groups, cg, og, ckk, hw, ohw] = sizes_of(p);
   const int64_t batch = p.batch;
   const bool pointwise = is_pointwise(s);
   if (batch == 0 || ohw == 0) {
@@ -271,7 +276,7 @@ void conv2d_weight(const ConvProblem& p, const T* x, const T* gy, T* gw) {
   // make the groups the tasks.
   const int64_t chunks = std::min<int64_t>(batch, kWeightChunks);
   const int64_t tasks = chunks * groups;
-  if (plan_gemm_tiles(og, ckk, ohw, tasks).count() == 1) {
+  if (run_as_tasks(tasks, og, ckk, ohw)) {
     const bool parallel = items_parallel(tasks, og, ckk, ohw * batch / chunks);
     const int64_t weight_elems = p.out_channels * ckk;
     Tensor partial_buf, col_buf;

@@ -54,6 +54,13 @@ struct GemmTiling {
 // tiles large enough that BLAS's packing stays cheap. Depends only on the sizes.
 GemmTiling plan_gemm_tiles(int64_t m, int64_t n, int64_t k, int64_t items);
 
+// Whether `tasks` independent GEMMs of one size should run as whole tasks (one per thread at a
+// time) rather than one after another with each GEMM tiled: when there are enough of them to
+// fill the threads, or when each is too small to tile. Depends only on the sizes.
+inline bool run_as_tasks(int64_t tasks, int64_t m, int64_t n, int64_t k) {
+  return tasks >= 8 || plan_gemm_tiles(m, n, k, tasks).count() == 1;
+}
+
 // Rows [r0, r0 + rm) x columns [c0, c0 + cn) of C of one call.
 template <typename T>
 void gemm_tile(const GemmCall<T>& g, int64_t r0, int64_t rm, int64_t c0, int64_t cn) {
