@@ -48,5 +48,9 @@ template <typename T>
 void im2col(const T* x, const kernels::ConvShape& s, T* col, int64_t ld, bool parallel);
 template <typename T>
 void col2im(const T* col, int64_t ld, const kernels::ConvShape& s, T* x, bool parallel);
+// im2col of output rows [oh_a, oh_b) only: col [C*kh*kw, (oh_b - oh_a)*Wo] with row stride ld.
+template <typename T>
+void im2col_rows(const T* x, const kernels::ConvShape& s, int64_t oh_a, int64_t oh_b, T* col, int64_t ld,
+                 bool parallel);
 
 }  // namespace engine::cpu
