@@ -242,6 +242,36 @@ TEST_CASE("conv2d_weight sums over samples: chunked partial sums and large tiled
   }
 }
 
+TEST_CASE("large images: column blocks of output rows in all three primitives") {
+  // The column matrix is cut into blocks of output rows of at most 256 KB: [8, 8, 40, 40] with
+  // 3x3 (f64) gives 4 blocks; the strided, dilated, grouped case 3 blocks of uneven content.
+  // Forward against the naive convolution; input and weight gradients through the adjoint
+  // identities (they use the same blocks, so a block-boundary error cannot cancel out).
+  struct B {
+    const char* name;
+    Dims x, w;
+    Conv2dParams p;
+  };
+  const B bs[] = {
+      {"3x3 same", {8, 8, 40, 40}, {4, 8, 3, 3}, Conv2dParams::make(1, 1)},
+      {"stride (2,1), dilation (2,1), groups 2", {8, 32, 45, 37}, {5 * 2, 16, 3, 2}, P(2, 1, 1, 0, 2, 1, 2)},
+  };
+  uint64_t seed = 450;
+  for (const B& c : bs) {
+    CAPTURE(c.name);
+    Tensor x = rnd(c.x, seed++), w = rnd(c.w, seed++), b = rnd({c.w[0]}, seed++);
+    Tensor y0 = conv2d(x, w, b, c.p);
+    check_close(y0.to_vector(), naive_conv2d(x, w, b, c.p), 1e-12);
+    y0 = conv2d(x, w, Tensor(), c.p);
+    Tensor y = rnd(y0.sizes(), seed++);
+    const int64_t oph = out_pad(c.x[2], y.size(2), c.w[2], c.p.stride_h, c.p.pad_h, c.p.dilation_h);
+    const int64_t opw = out_pad(c.x[3], y.size(3), c.w[3], c.p.stride_w, c.p.pad_w, c.p.dilation_w);
+    const double lhs = dot(y0, y);
+    CHECK(std::abs(lhs - dot(x, conv_transpose2d(y, w, Tensor(), c.p, oph, opw))) <= 1e-10 * (1.0 + std::abs(lhs)));
+    CHECK(std::abs(lhs - dot(w, conv2d_weight(x, y, c.w[2], c.w[3], c.p))) <= 1e-10 * (1.0 + std::abs(lhs)));
+  }
+}
+
 TEST_CASE("results do not depend on the number of OpenMP threads") {
   Tensor x = rnd({8, 6, 12, 12}, 500, DType::f32), w = rnd({10, 3, 3, 3}, 501, DType::f32);
   const Conv2dParams p = Conv2dParams::make(1, 1, 1, 2);
