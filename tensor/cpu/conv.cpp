@@ -3,9 +3,11 @@
 //
 // The loops here are the row-wise form of tensor/kernels/im2col.h: conv_valid_range splits each
 // row into zero padding and a plain (strided) copy, so no element pays for an integer division
-// or a bounds test. Every element equals kernels::im2col_at, and col2im adds the taps of each
-// input element in the same order as kernels::col2im_at (tap rows ascending), so the CPU and a
-// per-element (CUDA) kernel agree bit for bit.
+// or a bounds test. Every element equals kernels::im2col_at, and col2im of a whole image adds the
+// taps of each input element in the same order as kernels::col2im_at (tap rows ascending), so
+// the CPU and a per-element (CUDA) kernel agree bit for bit. The blocked input gradient (column
+// blocks of output rows, see conv2d_input) adds block by block: the same sum, in an order fixed
+// by the sizes alone.
 #include "tensor/cpu/conv.h"
 
 #include <algorithm>

@@ -7,14 +7,19 @@
 // tensor/kernels/im2col.h. A 1x1 convolution with stride 1 and no padding has col(x) = x: it is a
 // plain GEMM on the input, with no im2col buffer.
 //
-// Parallelism (see tensor/cpu/gemm.h): many (sample, group) GEMMs run as parallel tasks, one per
-// thread at a time, each with its own column buffer (im2col then GEMM while the buffer is still
-// in cache); a few large ones run one after another, each im2col and GEMM spread over the threads
-// (the GEMM in tiles of C). The weight gradient sums over samples: the batch is cut into up to 8
-// chunks, each task (chunk, group) accumulates its samples in order into a partial gradient, and
-// the partials are added in chunk order; with one sample per group (StyleGAN2's batch-grouped
-// modulated conv) the groups are the tasks. Plans depend only on the sizes, so no result
-// depends on the thread count.
+// Cache blocking: the column matrix of one image is produced in blocks of output rows of at most
+// 256 KB (im2col of the block, then the GEMM on it while it is still in L2; for the input gradient
+// the GEMM's block, then col2im of it). Per-thread buffers hold one block, not one image.
+//
+// Parallelism (see tensor/cpu/gemm.h): forward tasks are (sample, group, row block), input-
+// gradient tasks (sample, group) (neighbouring row blocks overlap in x); each task is one GEMM
+// per block over the full K, on one thread. With fewer than 8 tasks and large GEMMs, images go
+// one after another with im2col / col2im and the GEMM (in tiles of C) spread over the threads.
+// The weight gradient sums over samples: the batch is cut into up to 8 chunks, each task
+// (chunk, group) accumulates its samples and blocks in order into a partial gradient, and the
+// partials are added in chunk order; with one sample per group (StyleGAN2's batch-grouped
+// modulated conv) the groups are the tasks. Plans depend only on the sizes, so no result depends
+// on the thread count.
 //
 // Buffers come from empty() with Kind::workspace, so the memory profiler charges them to the op
 // as transient bytes.
