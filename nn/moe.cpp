@@ -10,6 +10,8 @@
 //   3. xs = index_select(x, 0, perm); expert e runs one GEMM pair on narrow(xs, 0, off_e, n_e);
 //   4. ys = cat(outputs); y = index_select(ys, 0, inv_perm) back in token order;
 //   5. y *= p_{e*} (gather), the path through which the router's weights get the task gradient.
+//   (3 and 5 also carry the experts' equalized-lr gains: Note [expert gains folded out of the
+//   weights].)
 // index_select's backward is index_add and vice versa, narrow's is pad_into, cat's is split: all
 // registered differentiable ops, so double backward (R1, path length) works through the layer.
 // An expert with no token is skipped: it contributes no node, so its parameters receive no
@@ -47,13 +49,28 @@ GegluExpert::GegluExpert(int64_t channels, int64_t hidden_, double lr_mul)
       w1(register_module<EqualLinear>("w1", channels, 2 * hidden_, true, 0.0, lr_mul)),
       w2(register_module<EqualLinear>("w2", hidden_, channels, true, 0.0, lr_mul)) {}
 
-Tensor GegluExpert::forward(const Tensor& x) const {
-  const Tensor h = w1.forward(x);  // [n, 2H]
+// Note [expert gains folded out of the weights]
+// An equalized-lr linear multiplies its weight by gain = lr_mul / sqrt(fan_in) at run time. Done on
+// the weight (EqualLinear::forward), that costs a weight-sized copy per expert and call, and
+// another weight-sized multiply in backward: with 8 experts of 3.15 M parameters, more memory
+// traffic than the GEMMs of a small segment. The gains are scalars, so we move them to the
+// smallest tensors instead:
+//   W1's gain multiplies the sorted tokens once for all experts (they share C, hence the gain);
+//   W2's gain is taken out of the expert:  gain2 (a W2^T) + b2 lr = gain2 (a W2^T + b2 lr / gain2),
+//   and multiplied into p_{e*}, a [B, T, 1] tensor, by the caller.
+// Same function, a different rounding order (well inside f32 tolerances).
+Tensor GegluExpert::forward_folded(const Tensor& x_scaled) const {
+  const Tensor b1 = w1.lr_mul == 1.0 ? w1.bias->value : mul(w1.bias->value, w1.lr_mul);
+  const Tensor h = linear(x_scaled, w1.weight.value, b1);  // [n, 2H], bias fused into the GEMM
   // GEGLU (Shazeer 2020): the first half is the value, the second the gate (torch.chunk order in
   // the released code). Both halves are views; mul reads them strided, no copy.
   const Tensor u = narrow(h, -1, 0, hidden);
   const Tensor g = narrow(h, -1, hidden, hidden);
-  return w2.forward(mul(u, gelu(g)));
+  return linear(mul(u, gelu(g)), w2.weight.value, mul(w2.bias->value, w2.lr_mul / w2.weight_gain));
+}
+
+Tensor GegluExpert::forward(const Tensor& x) const {
+  return mul(forward_folded(mul(x, w1.weight_gain)), w2.weight_gain);
 }
 
 // ---- Router ---------------------------------------------------------------------------------
@@ -164,7 +181,7 @@ Tensor MoE::run_experts(const Tensor& xs, const std::vector<int64_t>& counts) co
     const int64_t n = counts[size_t(e)];
     if (n == 0) continue;  // an idle expert: no node, no gradient
     memory::ModuleScope scope("experts." + std::to_string(e));
-    outs.push_back(experts.items[size_t(e)]->forward(narrow(xs, 0, off, n)));
+    outs.push_back(experts.items[size_t(e)]->forward_folded(narrow(xs, 0, off, n)));
     off += n;
   }
   ENGINE_CHECK(off == xs.size(0), "MoE::run_experts: counts sum to {} but {} tokens were given", off, xs.size(0));
@@ -202,10 +219,12 @@ MoEOutput MoE::forward(const Tensor& x, const Tensor& w) const {
   const Tensor perm = from_vector_i64(rt.perm, {N}, iopts);
   const Tensor inv_perm = from_vector_i64(rt.inv_perm, {N}, iopts);
 
-  const Tensor xs = index_select(reshape(x, {N, C}), 0, perm);  // sorted by expert
+  // Sorted by expert, times W1's gain (Note [expert gains folded out of the weights]).
+  const Tensor xs = mul(index_select(reshape(x, {N, C}), 0, perm), gain_in());
   const Tensor ys = run_experts(xs, rt.tokens_per_expert);
   Tensor y = reshape(index_select(ys, 0, inv_perm), {B, T, C});  // back in token order
-  Tensor p_top = gather(rt.probs, 2, unsqueeze(rt.expert_ids, 2));  // [B, T, 1]
+  // p_{e*} [B, T, 1] carries the router's task gradient, and W2's gain.
+  Tensor p_top = mul(gather(rt.probs, 2, unsqueeze(rt.expert_ids, 2)), gain_out());
   if (p_top.dtype() != y.dtype()) p_top = to_dtype(p_top, y.dtype());
 
   MoEOutput out;

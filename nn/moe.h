@@ -64,6 +64,9 @@ class GegluExpert : public Module {
  public:
   GegluExpert(int64_t channels, int64_t hidden, double lr_mul);
   Tensor forward(const Tensor& x) const;
+  // forward(x) = w2.weight_gain * forward_folded(w1.weight_gain * x): the expert with its two
+  // equalized-lr gains taken out (Note [expert gains folded out of the weights], moe.cpp).
+  Tensor forward_folded(const Tensor& x_scaled) const;
 
   int64_t hidden;
   EqualLinear& w1;  // C -> 2H, output [u | g]
@@ -128,9 +131,12 @@ class MoE : public Module {
   // The pieces of forward, public so that expert parallelism (dist/) can put an all-to-all
   // between dispatch and the experts, and the combine after them.
   MoERouting route(const Tensor& x, const Tensor& w) const;
-  // Sorted tokens [N, C] and per-expert counts -> sorted expert outputs [N, C]. Experts with zero
-  // tokens are skipped (no graph, so their parameters get no gradient).
+  // Sorted tokens [N, C] times gain_in() and per-expert counts -> sorted expert outputs [N, C]
+  // divided by gain_out() (GegluExpert::forward_folded on each segment). Experts with zero tokens
+  // are skipped (no graph, so their parameters get no gradient).
   Tensor run_experts(const Tensor& sorted_tokens, const std::vector<int64_t>& counts) const;
+  double gain_in() const { return experts.items[0]->w1.weight_gain; }   // lr_mul / sqrt(C)
+  double gain_out() const { return experts.items[0]->w2.weight_gain; }  // lr_mul / sqrt(H)
   // Scalar losses (z, aux) from a routing.
   std::pair<Tensor, Tensor> losses(const MoERouting& routing) const;
 
