@@ -8,7 +8,8 @@
 // tensor/kernels/deform.h for bilinear() and its derivatives, exactly torchvision's).
 //
 // Implementation ("deformable im2col", as torchvision and mmcv): per sample, the columns
-// [Cin*kh*kw, Ho*Wo] hold the masked bilinear samples; then one GEMM per weight group
+// [Cin*kh*kw, Ho*Wo] hold the masked bilinear samples; then one GEMM per weight group (cpu::gemm,
+// OpenBLAS; small per-group GEMMs spread over OpenMP threads, see tensor/cpu/gemm.h)
 //   out_g [Cout/groups, Ho*Wo] = W_g [Cout/groups, Cin/groups*kh*kw] x columns_g.
 // Backward (deform_conv2d_backward, a separate primitive without a backward of its own, so the
 // op's Node is once-differentiable; autograd/formulas/deform.cpp):
@@ -24,6 +25,7 @@
 #include "autograd/formulas/deform.h"
 #include "autograd/grad_mode.h"
 #include "tensor/cpu/deform.h"
+#include "tensor/cpu/gemm.h"
 #include "tensor/cpu/loops.h"
 #include "tensor/dispatch.h"
 #include "tensor/op_helpers.h"
@@ -152,9 +154,10 @@ Tensor deform_conv2d(const Tensor& x, const Tensor& offset, const Tensor& weight
         for (int64_t o = 0; o < s.Cout; ++o) std::fill(out_n + o * P, out_n + (o + 1) * P, b[o]);
       }
       const T beta = bc.defined() ? T(1) : T(0);
-      for (int64_t grp = 0; grp < s.groups; ++grp)
-        cpu::deform_gemm<T>(false, false, cout_g, P, cin_g * K, T(1), w + grp * cout_g * cin_g * K, cin_g * K,
-                            cols + grp * cin_g * K * P, P, beta, out_n + grp * cout_g * P, P);
+      cpu::for_each_item(s.groups, cpu::gemm_items_parallel(s.groups, cout_g, P, cin_g * K), [&](int64_t grp, int) {
+        cpu::gemm<T>(false, false, cout_g, P, cin_g * K, T(1), w + grp * cout_g * cin_g * K, cin_g * K,
+                     cols + grp * cin_g * K * P, P, beta, out_n + grp * cout_g * P, P);
+      });
     }
   });
   autograd::formulas::deform_conv2d(x, offset, weight, bias, mask, p, out);
@@ -189,7 +192,7 @@ DeformConv2dGrads deform_conv2d_backward(const Tensor& grad_out, const Tensor& x
   DeformConv2dGrads r;
   if (need_x) r.x = empty(x.sizes(), o);
   if (need_offset) r.offset = empty(offset.sizes(), o);
-  if (need_weight) r.weight = zeros(weight.sizes(), o);  // summed over the batch
+  if (need_weight) r.weight = s.N > 0 ? empty(weight.sizes(), o) : zeros(weight.sizes(), o);  // summed over n
   if (need_bias) r.bias = empty({s.Cout}, o);
   if (need_mask) r.mask = empty(mask.sizes(), o);
 
@@ -224,18 +227,20 @@ DeformConv2dGrads deform_conv2d_backward(const Tensor& grad_out, const Tensor& x
       if (need_weight) {
         T* cols = columns.data<T>();
         cpu::deform_im2col<T>(x_n, plan, mask_n, g, s.Cin, cols);
-        // grad_W_g += grad_out_g [cout_g, P] x columns_g^T [P, cin_g*K]
-        for (int64_t grp = 0; grp < s.groups; ++grp)
-          cpu::deform_gemm<T>(false, true, cout_g, cin_g * K, P, T(1), go_n + grp * cout_g * P, P,
-                              cols + grp * cin_g * K * P, P, T(1), r.weight.data<T>() + grp * cout_g * cin_g * K,
-                              cin_g * K);
+        // grad_W_g (+)= grad_out_g [cout_g, P] x columns_g^T [P, cin_g*K]: sample 0 overwrites.
+        T* gw = r.weight.data<T>();
+        cpu::for_each_item(s.groups, cpu::gemm_items_parallel(s.groups, cout_g, cin_g * K, P), [&](int64_t grp, int) {
+          cpu::gemm<T>(false, true, cout_g, cin_g * K, P, T(1), go_n + grp * cout_g * P, P, cols + grp * cin_g * K * P,
+                       P, n == 0 ? T(0) : T(1), gw + grp * cout_g * cin_g * K, cin_g * K);
+        });
       }
       if (!need_grad_columns) continue;
       T* gcols = grad_columns.data<T>();
       // grad_columns_g [cin_g*K, P] = W_g^T [cin_g*K, cout_g] x grad_out_g [cout_g, P]
-      for (int64_t grp = 0; grp < s.groups; ++grp)
-        cpu::deform_gemm<T>(true, false, cin_g * K, P, cout_g, T(1), w + grp * cout_g * cin_g * K, cin_g * K,
-                            go_n + grp * cout_g * P, P, T(0), gcols + grp * cin_g * K * P, P);
+      cpu::for_each_item(s.groups, cpu::gemm_items_parallel(s.groups, cin_g * K, P, cout_g), [&](int64_t grp, int) {
+        cpu::gemm<T>(true, false, cin_g * K, P, cout_g, T(1), w + grp * cout_g * cin_g * K, cin_g * K,
+                     go_n + grp * cout_g * P, P, T(0), gcols + grp * cin_g * K * P, P);
+      });
       if (need_x) cpu::deform_col2im<T>(gcols, plan, mask_n, g, s.Cin, r.x.data<T>() + n * s.Cin * HW);
       if (need_offset || need_mask) {
         // The offset gradient is computed alongside the mask gradient; when only one is wanted

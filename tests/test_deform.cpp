@@ -351,6 +351,15 @@ TEST_CASE("deform_conv2d: gradients requested separately equal those requested t
     const TensorList one = grad({yi}, {inputs[i]}, {g});
     CHECK(max_abs_diff(one[0].to_vector(), all[i].to_vector()) == 0.0);
   }
+  // Only one input requiring grad: the Node then saves neither x (for the input gradient alone)
+  // nor the weight (for the weight or bias gradient alone), and must still give the same values.
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    TensorList fresh;
+    for (size_t k = 0; k < inputs.size(); ++k) fresh.push_back(k == i ? inputs[k].detach().requires_grad_() : inputs[k].detach());
+    Tensor yi = deform_conv2d(fresh[0], fresh[1], fresh[2], fresh[3], fresh[4], c.p);
+    const TensorList one = grad({yi}, {fresh[i]}, {g});
+    CHECK(max_abs_diff(one[0].to_vector(), all[i].to_vector()) == 0.0);
+  }
   // Under no-grad nothing is recorded.
   NoGradGuard no_grad;
   CHECK(!run(in, c.p).requires_grad());
@@ -525,4 +534,18 @@ TEST_CASE("deform_conv2d: errors name the op and the bad value") {
                        doctest::Contains("stride must be >= 1"), Error);
   CHECK_THROWS_WITH_AS(deform_conv2d_backward(zeros({2, 6, 4, 4}, o), x, off, w, m, p, {true, true, true, true, true}),
                        doctest::Contains("grad_out has shape [2,6,4,4], expected the output shape [2,6,5,5]"), Error);
+}
+
+TEST_CASE("deform_conv2d: an empty batch gives empty outputs and zero weight/bias gradients") {
+  Case c;
+  c.N = 0;
+  Inputs in = make_inputs(c, 29);
+  for (Tensor* t : {&in.x, &in.offset, &in.weight, &in.bias, &in.mask}) t->requires_grad_();
+  Tensor y = run(in, c.p);
+  CHECK(y.sizes() == Dims({0, c.Cout, c.Ho(), c.Wo()}));
+  const TensorList gr = grad({y}, in.list(), {zeros(y.sizes(), opts(DType::f64))});
+  CHECK(gr[0].sizes() == in.x.sizes());
+  CHECK(gr[2].sizes() == in.weight.sizes());
+  CHECK(max_abs(gr[2].to_vector()) == 0.0);
+  CHECK(max_abs(gr[3].to_vector()) == 0.0);
 }

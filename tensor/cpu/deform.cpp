@@ -1,18 +1,14 @@
 // deform.cpp (cpu): OpenMP loops of deform_conv2d (see tensor/cpu/deform.h for the layouts and
-// tensor/kernels/deform.h for the math), and the OpenBLAS call of its GEMMs.
+// tensor/kernels/deform.h for the math).
 //
 // The sampling plan is built once per sample and offset group (one floor and range check per
 // sampling point), then applied to every channel of the group: the inner loops are gathers of
 // four corners with precomputed coefficients.
 #include "tensor/cpu/deform.h"
 
-#include <cblas.h>
-
 #include <algorithm>
-#include <limits>
 
 #include "tensor/cpu/loops.h"
-#include "tensor/error.h"
 
 namespace engine::cpu {
 
@@ -127,34 +123,6 @@ void deform_offset_mask_grad(const T* x, const T* grad_columns, const DeformPoin
       for (int64_t i = 0; i < n; ++i) gm[i] = acc_m[i];
     }
   }
-}
-
-namespace {
-
-void check_blas_sizes(int64_t m, int64_t n, int64_t k) {
-  const int64_t lim = std::numeric_limits<blasint>::max();
-  ENGINE_CHECK(m <= lim && n <= lim && k <= lim,
-               "deform_conv2d: GEMM sizes m={} n={} k={} exceed OpenBLAS's 32-bit limit", m, n, k);
-}
-
-}  // namespace
-
-template <>
-void deform_gemm<float>(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
-                        int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  if (m == 0 || n == 0) return;
-  check_blas_sizes(m, n, k);
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, blasint(m),
-              blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc));
-}
-
-template <>
-void deform_gemm<double>(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
-                         int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
-  if (m == 0 || n == 0) return;
-  check_blas_sizes(m, n, k);
-  cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, blasint(m),
-              blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc));
 }
 
 #define ENGINE_DEFORM_INSTANTIATE(T)                                                                          \

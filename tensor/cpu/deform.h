@@ -45,9 +45,4 @@ template <typename T>
 void deform_offset_mask_grad(const T* x, const T* grad_columns, const kernels::DeformPoint<T>* plan,
                              const kernels::DeformGeometry& g, int64_t channels, T* grad_offset, T* grad_mask);
 
-// C = alpha op(A) op(B) + beta C, row-major, through OpenBLAS (cblas_sgemm / cblas_dgemm).
-template <typename T>
-void deform_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
-                 const T* b, int64_t ldb, T beta, T* c, int64_t ldc);
-
 }  // namespace engine::cpu
