@@ -52,8 +52,8 @@ struct DeformGeometry {
   int64_t kh = 0, kw = 0;
   int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dilation_h = 1, dilation_w = 1;
   int64_t offset_groups = 1;
-  int64_t taps() const { return kh * kw; }
-  int64_t pixels() const { return Ho * Wo; }
+  ENGINE_HD int64_t taps() const { return kh * kw; }
+  ENGINE_HD int64_t pixels() const { return Ho * Wo; }
 };
 
 // The sampling position of tap k = i*kw + j at output pixel p = oy*Wo + ox, given its offsets.
