@@ -154,7 +154,7 @@ Tensor deform_conv2d(const Tensor& x, const Tensor& offset, const Tensor& weight
         for (int64_t o = 0; o < s.Cout; ++o) std::fill(out_n + o * P, out_n + (o + 1) * P, b[o]);
       }
       const T beta = bc.defined() ? T(1) : T(0);
-      cpu::for_each_item(s.groups, cpu::gemm_items_parallel(s.groups, cout_g, P, cin_g * K), [&](int64_t grp, int) {
+      cpu::for_each_item(s.groups, cpu::items_parallel(s.groups, cout_g, P, cin_g * K), [&](int64_t grp, int) {
         cpu::gemm<T>(false, false, cout_g, P, cin_g * K, T(1), w + grp * cout_g * cin_g * K, cin_g * K,
                      cols + grp * cin_g * K * P, P, beta, out_n + grp * cout_g * P, P);
       });
@@ -229,7 +229,7 @@ DeformConv2dGrads deform_conv2d_backward(const Tensor& grad_out, const Tensor& x
         cpu::deform_im2col<T>(x_n, plan, mask_n, g, s.Cin, cols);
         // grad_W_g (+)= grad_out_g [cout_g, P] x columns_g^T [P, cin_g*K]: sample 0 overwrites.
         T* gw = r.weight.data<T>();
-        cpu::for_each_item(s.groups, cpu::gemm_items_parallel(s.groups, cout_g, cin_g * K, P), [&](int64_t grp, int) {
+        cpu::for_each_item(s.groups, cpu::items_parallel(s.groups, cout_g, cin_g * K, P), [&](int64_t grp, int) {
           cpu::gemm<T>(false, true, cout_g, cin_g * K, P, T(1), go_n + grp * cout_g * P, P, cols + grp * cin_g * K * P,
                        P, n == 0 ? T(0) : T(1), gw + grp * cout_g * cin_g * K, cin_g * K);
         });
@@ -237,7 +237,7 @@ DeformConv2dGrads deform_conv2d_backward(const Tensor& grad_out, const Tensor& x
       if (!need_grad_columns) continue;
       T* gcols = grad_columns.data<T>();
       // grad_columns_g [cin_g*K, P] = W_g^T [cin_g*K, cout_g] x grad_out_g [cout_g, P]
-      cpu::for_each_item(s.groups, cpu::gemm_items_parallel(s.groups, cin_g * K, P, cout_g), [&](int64_t grp, int) {
+      cpu::for_each_item(s.groups, cpu::items_parallel(s.groups, cin_g * K, P, cout_g), [&](int64_t grp, int) {
         cpu::gemm<T>(true, false, cin_g * K, P, cout_g, T(1), w + grp * cout_g * cin_g * K, cin_g * K,
                      go_n + grp * cout_g * P, P, T(0), gcols + grp * cin_g * K * P, P);
       });
