@@ -16,7 +16,7 @@ JOBS=${JOBS:-$(nproc)}
 
 packages=(cmake g++ make pkg-config libopenblas-dev libfmt-dev doctest-dev libstb-dev nlohmann-json3-dev
           libcli11-dev libopenmpi-dev openmpi-bin python3 python3-torch python3-torchvision python3-numpy
-          python3-scipy)
+          python3-scipy zlib1g-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
