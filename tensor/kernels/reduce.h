@@ -7,6 +7,7 @@
 //   step(acc, v)    fold one value
 //   combine(a, b)   merge two partial accumulators (a folded elements before b)
 //   finish(acc, n)  the output value; n = number of elements folded
+//   fold_contig(acc, p, n)  (optional) fold a contiguous run, vectorised, in a fixed lane order
 // Sums accumulate in double whatever T is, so f32 sums of millions of elements stay accurate.
 //
 //   sum        = sum_i x_i
