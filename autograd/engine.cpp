@@ -128,6 +128,16 @@ struct Run {
       if (any_defined) {
         for (size_t i = 0; i < grads_in.size(); ++i)
           if (!grads_in[i].defined()) grads_in[i] = make_zero_grad(node->outputs[i]);
+        // Tell the formula which inputs were pruned, so it skips their gradients.
+        node->input_pruned.assign(node->next_edges.size(), 0);
+        for (size_t i = 0; i < node->next_edges.size(); ++i) {
+          const Edge& e = node->next_edges[i];
+          node->input_pruned[i] = e.node && !state[e.node.get()].needed;
+        }
+        struct ClearMask {
+          Node* n;
+          ~ClearMask() { n->input_pruned.clear(); }
+        } clear_mask{node};
         grads_out = node->apply(grads_in);
       }
       grads_in.clear();

@@ -84,7 +84,15 @@ class Node : public std::enable_shared_from_this<Node> {
   size_t save(const Tensor& t);
   Tensor saved(size_t i) const;
   void release_saved();
-  bool needs_input_grad(size_t i) const { return i < next_edges.size() && next_edges[i].valid(); }
+  // Whether input i gets a gradient: its edge is valid and, while the engine runs this node's
+  // backward, the input lies on a path to a requested target (pruning: grad(sum D(x), {x}) asks
+  // a conv for its input gradient only, so it computes no weight gradient; Note [R1 double
+  // backward]).
+  bool needs_input_grad(size_t i) const {
+    return i < next_edges.size() && next_edges[i].valid() && (input_pruned.empty() || !input_pruned[i]);
+  }
+  // Set by the engine around apply(): 1 for inputs whose gradient nothing requested needs.
+  std::vector<uint8_t> input_pruned;
   size_t num_inputs() const { return outputs.size(); }
 
   // Run the backward of this node (the engine calls this; AccumulateGrad overrides it).

@@ -96,10 +96,15 @@ void run_matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
   int64_t row_stride = 0;
   // b has no batch: fold a's batch dims into the rows of one GEMM when they merge with n.
   if (b_batch == 1 && !va.trans && (a.stride(da - 1) == 1 || k <= 1) && rows_mergeable(a, da - 1, row_stride) &&
-      row_stride >= k &&
-      a.numel() / std::max<int64_t>(k, 1) == out.numel() / std::max<int64_t>(m, 1)) {
+      row_stride >= k && a.numel() / std::max<int64_t>(k, 1) == out.numel() / std::max<int64_t>(m, 1)) {
     const int64_t rows = out.numel() / std::max<int64_t>(m, 1);
-    cpu::gemm<T>(false, vb.trans, rows, m, k, T(1), pa, rows <= 1 ? k : row_stride, pb, vb.ld, T(0), pc, m);
+    cpu::GemmCall<T> c;
+    c.trans_b = vb.trans;
+    c.m = rows, c.n = m, c.k = k;
+    c.a = pa, c.lda = rows <= 1 ? k : row_stride;
+    c.b = pb, c.ldb = vb.ld;
+    c.c = pc, c.ldc = m;
+    cpu::gemm_parallel(c);
     return;
   }
 
@@ -115,8 +120,7 @@ void run_matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
     sa.push_back(ia >= 0 && a.size(ia) != 1 ? a.stride(ia) : 0);
     sb.push_back(ib >= 0 && b.size(ib) != 1 ? b.stride(ib) : 0);
   }
-  const bool parallel = cpu::gemm_items_parallel(count, n, m, k);
-  cpu::for_each_item(count, parallel, [&](int64_t i, int) {
+  cpu::gemm_batch<T>(count, n, m, k, [&](int64_t i) {
     int64_t oa = 0, ob = 0, rem = i;
     for (int d = nb - 1; d >= 0; --d) {
       const int64_t idx = rem % batch[d];
@@ -124,7 +128,13 @@ void run_matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
       oa += idx * sa[d];
       ob += idx * sb[d];
     }
-    cpu::gemm<T>(va.trans, vb.trans, n, m, k, T(1), pa + oa, va.ld, pb + ob, vb.ld, T(0), pc + i * n * m, m);
+    cpu::GemmCall<T> c;
+    c.trans_a = va.trans, c.trans_b = vb.trans;
+    c.m = n, c.n = m, c.k = k;
+    c.a = pa + oa, c.lda = va.ld;
+    c.b = pb + ob, c.ldb = vb.ld;
+    c.c = pc + i * n * m, c.ldc = m;
+    return c;
   });
 }
 
@@ -231,8 +241,13 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
       for (int64_t r = 0; r < rows; ++r)
         for (int64_t j = 0; j < out_features; ++j) po[r * out_features + j] = pb[j];
     }
-    cpu::gemm<T>(false, vw.trans, rows, out_features, in, T(1), xc.data<T>(), row_stride, wc.data<T>(), vw.ld,
-                 T(bc.defined() ? 1 : 0), po, out_features);
+    cpu::GemmCall<T> c;
+    c.trans_b = vw.trans;
+    c.m = rows, c.n = out_features, c.k = in;
+    c.a = xc.data<T>(), c.lda = row_stride;
+    c.b = wc.data<T>(), c.ldb = vw.ld;
+    c.beta = T(bc.defined() ? 1 : 0), c.c = po, c.ldc = out_features;
+    cpu::gemm_parallel(c);
   });
   F::linear(x, weight, bias, out);
   return out;

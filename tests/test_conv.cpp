@@ -16,6 +16,8 @@
 
 #include "autograd/engine.h"
 #include "autograd/gradcheck.h"
+#include "tensor/cpu/conv.h"
+#include "tensor/kernels/im2col.h"
 #include "tensor/memory/profiler.h"
 #include "tensor/ops.h"
 
@@ -143,6 +145,41 @@ TEST_CASE("conv2d in f32 on both CPU plans and on non-contiguous inputs") {
               naive_conv2d(contiguous(xt), contiguous(wt), Tensor(), Conv2dParams::make(1, 1)), 1e-12);
 }
 
+TEST_CASE("per-element im2col / col2im kernels (the CUDA form) equal the CPU row loops bit for bit") {
+  uint64_t seed = 150;
+  for (const Case& c : cases()) {
+    CAPTURE(c.name);
+    kernels::ConvShape s;
+    s.channels = c.w[1];
+    s.height = c.x[2];
+    s.width = c.x[3];
+    s.kernel_h = c.w[2];
+    s.kernel_w = c.w[3];
+    s.stride_h = c.p.stride_h;
+    s.stride_w = c.p.stride_w;
+    s.pad_h = c.p.pad_h;
+    s.pad_w = c.p.pad_w;
+    s.dilation_h = c.p.dilation_h;
+    s.dilation_w = c.p.dilation_w;
+    s.out_h = kernels::conv_out_size(s.height, s.kernel_h, s.stride_h, s.pad_h, s.dilation_h);
+    s.out_w = kernels::conv_out_size(s.width, s.kernel_w, s.stride_w, s.pad_w, s.dilation_w);
+    const int64_t rows = s.channels * s.kernel_h * s.kernel_w, cols = s.out_h * s.out_w;
+    const int64_t pixels = s.channels * s.height * s.width;
+    const std::vector<double> xv = rnd({pixels}, seed++).to_vector(), cv = rnd({rows * cols}, seed++).to_vector();
+    std::vector<double> col(size_t(rows * cols), -1.0), img(size_t(pixels), -1.0);
+    cpu::im2col(xv.data(), s, col.data(), cols, false);
+    cpu::col2im(cv.data(), cols, s, img.data(), false);
+    bool same_col = true, same_img = true;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t q = 0; q < cols; ++q)
+        same_col = same_col && col[size_t(r * cols + q)] == kernels::im2col_element(xv.data(), s, r, q);
+    for (int64_t e = 0; e < pixels; ++e)
+      same_img = same_img && img[size_t(e)] == kernels::col2im_element(cv.data(), cols, s, e);
+    CHECK(same_col);
+    CHECK(same_img);
+  }
+}
+
 TEST_CASE("conv_transpose2d is the adjoint of conv2d in x, conv2d_weight its adjoint in w") {
   uint64_t seed = 200;
   for (const Case& c : cases()) {
@@ -175,19 +212,64 @@ TEST_CASE("conv_transpose2d bias, output sizes and output_padding") {
     for (int64_t e = 0; e < 25; ++e) CHECK(d[size_t(c * 25 + e)] == doctest::Approx(b.to_vector()[size_t(c)]));
 }
 
-TEST_CASE("conv2d_weight over many samples: batched columns, chunked, groups") {
-  // (Cin*9 + Cout) * 64*64 * 8 bytes = 5.2 MB per sample: the 16 MB column budget takes 3 of the
-  // 4 samples per chunk, so two chunks accumulate.
-  Tensor x = rnd({4, 16, 64, 64}, 400), w = rnd({16, 16, 3, 3}, 401);
-  const Conv2dParams p = Conv2dParams::make(1, 1);
-  Tensor y0 = conv2d(x, w, Tensor(), p);
-  Tensor y = rnd(y0.sizes(), 402);
-  const double lhs = dot(y0, y);
-  CHECK(std::abs(lhs - dot(w, conv2d_weight(x, y, 3, 3, p))) <= 1e-10 * (1.0 + std::abs(lhs)));
-  // The sum over samples equals the sum of per-sample weight gradients.
-  Tensor per = zeros(w.sizes(), opts(DType::f64));
-  for (int64_t n = 0; n < 4; ++n) per = add(per, conv2d_weight(narrow(x, 0, n, 1), narrow(y, 0, n, 1), 3, 3, p));
-  check_close(conv2d_weight(x, y, 3, 3, p).to_vector(), per.to_vector(), 1e-11);
+TEST_CASE("conv2d_weight sums over samples: chunked partial sums and large tiled GEMMs") {
+  struct W {
+    const char* name;
+    Dims x, w;
+    Conv2dParams p;
+  };
+  const W ws[] = {
+      // 10 samples in 8 uneven chunks (1 or 2 samples each), 2 groups: 16 parallel tasks.
+      {"chunks", {10, 4, 8, 8}, {6, 2, 3, 3}, Conv2dParams::make(1, 1, 1, 2)},
+      {"chunks, 1x1", {10, 4, 5, 5}, {6, 4, 1, 1}, Conv2dParams::make(1, 0)},
+      // Few large GEMMs (16 x 144 x 4096 per sample): samples in order, each GEMM tiled.
+      {"tiled", {3, 16, 64, 64}, {16, 16, 3, 3}, Conv2dParams::make(1, 1)},
+  };
+  uint64_t seed = 400;
+  for (const W& c : ws) {
+    CAPTURE(c.name);
+    Tensor x = rnd(c.x, seed++), w = rnd(c.w, seed++);
+    Tensor y0 = conv2d(x, w, Tensor(), c.p);
+    Tensor y = rnd(y0.sizes(), seed++);
+    Tensor gw = conv2d_weight(x, y, c.w[2], c.w[3], c.p);
+    const double lhs = dot(y0, y);
+    CHECK(std::abs(lhs - dot(w, gw)) <= 1e-10 * (1.0 + std::abs(lhs)));
+    // The sum over samples equals the sum of the per-sample weight gradients.
+    Tensor per = zeros(w.sizes(), opts(DType::f64));
+    for (int64_t n = 0; n < c.x[0]; ++n)
+      per = add(per, conv2d_weight(narrow(x, 0, n, 1), narrow(y, 0, n, 1), c.w[2], c.w[3], c.p));
+    check_close(gw.to_vector(), per.to_vector(), 1e-11);
+  }
+}
+
+TEST_CASE("large images: column blocks of output rows in all three primitives") {
+  // The column matrix is cut into blocks of output rows of at most 256 KB: [8, 8, 40, 40] with
+  // 3x3 (f64) gives 4 blocks; the strided, dilated, grouped case 3 blocks of uneven content.
+  // Forward against the naive convolution; input and weight gradients through the adjoint
+  // identities (they use the same blocks, so a block-boundary error cannot cancel out).
+  struct B {
+    const char* name;
+    Dims x, w;
+    Conv2dParams p;
+  };
+  const B bs[] = {
+      {"3x3 same", {8, 8, 40, 40}, {4, 8, 3, 3}, Conv2dParams::make(1, 1)},
+      {"stride (2,1), dilation (2,1), groups 2", {8, 32, 45, 37}, {5 * 2, 16, 3, 2}, P(2, 1, 1, 0, 2, 1, 2)},
+  };
+  uint64_t seed = 450;
+  for (const B& c : bs) {
+    CAPTURE(c.name);
+    Tensor x = rnd(c.x, seed++), w = rnd(c.w, seed++), b = rnd({c.w[0]}, seed++);
+    Tensor y0 = conv2d(x, w, b, c.p);
+    check_close(y0.to_vector(), naive_conv2d(x, w, b, c.p), 1e-12);
+    y0 = conv2d(x, w, Tensor(), c.p);
+    Tensor y = rnd(y0.sizes(), seed++);
+    const int64_t oph = out_pad(c.x[2], y.size(2), c.w[2], c.p.stride_h, c.p.pad_h, c.p.dilation_h);
+    const int64_t opw = out_pad(c.x[3], y.size(3), c.w[3], c.p.stride_w, c.p.pad_w, c.p.dilation_w);
+    const double lhs = dot(y0, y);
+    CHECK(std::abs(lhs - dot(x, conv_transpose2d(y, w, Tensor(), c.p, oph, opw))) <= 1e-10 * (1.0 + std::abs(lhs)));
+    CHECK(std::abs(lhs - dot(w, conv2d_weight(x, y, c.w[2], c.w[3], c.p))) <= 1e-10 * (1.0 + std::abs(lhs)));
+  }
 }
 
 TEST_CASE("results do not depend on the number of OpenMP threads") {
@@ -302,6 +384,30 @@ TEST_CASE("R1 through a modulated conv: double backward reaches the styles and t
   };
   TensorList params = {in[0].detach(), in[1], in[2]};
   CHECK(gradcheck(r1, params) == "");
+}
+
+TEST_CASE("grad() w.r.t. the input computes no weight gradient (pruned), backward() does") {
+  // Note [R1 double backward]: the first R1 pass asks for d/dx only; the conv node must not run
+  // conv2d_weight for its weight (the engine marks that input as pruned).
+  Tensor x = leaf({2, 3, 6, 6}, 850), w = leaf({4, 3, 3, 3}, 851), b = leaf({4}, 852);
+  auto count_ops = [](const char* name) {
+    int k = 0;
+    for (const auto& r : memory::Profiler::records()) k += r.op == name;
+    return k;
+  };
+  memory::Profiler::enable(true);
+  memory::Profiler::reset();
+  Tensor y = conv2d(x, w, b, Conv2dParams::make(1, 1));
+  TensorList g = grad({sum(y)}, {x}, {}, /*create_graph=*/true);
+  const int weight_calls_grad = count_ops("conv2d_weight"), input_calls_grad = count_ops("conv_transpose2d");
+  backward(sum(mul(g[0], g[0])));  // reaches w through ConvTranspose2dBackward: conv2d_weight runs
+  const int weight_calls_backward = count_ops("conv2d_weight");
+  memory::Profiler::enable(false);
+  CHECK(input_calls_grad == 1);
+  CHECK(weight_calls_grad == 0);
+  CHECK(weight_calls_backward == 1);
+  CHECK(w.grad().defined());
+  CHECK_FALSE(b.grad().defined());  // r1 does not depend on the bias
 }
 
 TEST_CASE("im2col buffers are charged to the op as transient bytes") {

@@ -7,12 +7,19 @@
 // tensor/kernels/im2col.h. A 1x1 convolution with stride 1 and no padding has col(x) = x: it is a
 // plain GEMM on the input, with no im2col buffer.
 //
-// Parallelism (see tensor/cpu/gemm.h): the (sample, group) GEMMs run in parallel over OpenMP
-// threads when they are small, one per thread with its own column buffer; large ones run one
-// after another with BLAS's threads and a parallel im2col. The weight gradient sums over samples
-// inside one GEMM (the samples' columns side by side, K = samples * Ho * Wo) or, with a single
-// sample per group (StyleGAN2's batch-grouped modulated conv), runs the groups as the items.
-// No result depends on the thread count.
+// Cache blocking: the column matrix of one image is produced in blocks of output rows of at most
+// 256 KB (im2col of the block, then the GEMM on it while it is still in L2; for the input gradient
+// the GEMM's block, then col2im of it). Per-thread buffers hold one block, not one image.
+//
+// Parallelism (see tensor/cpu/gemm.h): forward tasks are (sample, group, row block), input-
+// gradient tasks (sample, group) (neighbouring row blocks overlap in x); each task is one GEMM
+// per block over the full K, on one thread. With fewer than 8 tasks and large GEMMs, images go
+// one after another with im2col / col2im and the GEMM (in tiles of C) spread over the threads.
+// The weight gradient sums over samples: the batch is cut into up to 8 chunks, each task
+// (chunk, group) accumulates its samples and blocks in order into a partial gradient, and the
+// partials are added in chunk order; with one sample per group (StyleGAN2's batch-grouped
+// modulated conv) the groups are the tasks. Plans depend only on the sizes, so no result depends
+// on the thread count.
 //
 // Buffers come from empty() with Kind::workspace, so the memory profiler charges them to the op
 // as transient bytes.
@@ -46,5 +53,9 @@ template <typename T>
 void im2col(const T* x, const kernels::ConvShape& s, T* col, int64_t ld, bool parallel);
 template <typename T>
 void col2im(const T* col, int64_t ld, const kernels::ConvShape& s, T* x, bool parallel);
+// im2col of output rows [oh_a, oh_b) only: col [C*kh*kw, (oh_b - oh_a)*Wo] with row stride ld.
+template <typename T>
+void im2col_rows(const T* x, const kernels::ConvShape& s, int64_t oh_a, int64_t oh_b, T* col, int64_t ld,
+                 bool parallel);
 
 }  // namespace engine::cpu

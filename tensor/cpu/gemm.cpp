@@ -1,5 +1,6 @@
-// gemm.cpp (cpu): the OpenBLAS wrapper declared in gemm.h. OpenBLAS takes 32-bit sizes (blasint),
-// so larger problems are rejected with an error naming the sizes instead of overflowing.
+// gemm.cpp (cpu): the OpenBLAS wrapper and the GEMM tiling declared in gemm.h. OpenBLAS takes
+// 32-bit sizes (blasint), so larger problems are rejected with an error naming the sizes instead
+// of overflowing.
 #include "tensor/cpu/gemm.h"
 
 #include <cblas.h>
@@ -41,6 +42,33 @@ bool empty_product(int64_t m, int64_t n, int64_t k, T beta, T* c, int64_t ldc) {
 }
 
 }  // namespace
+
+void blas_single_thread() {
+  // openblas_get_num_threads reads a variable; set only when someone (or the environment) changed it.
+  if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
+}
+
+GemmTiling plan_gemm_tiles(int64_t m, int64_t n, int64_t k, int64_t items) {
+  constexpr int64_t kTargetTasks = 16, kMinSide = 32;
+  constexpr double kMinTileMacs = 1 << 20;
+  GemmTiling t;
+  t.tile_m = std::max<int64_t>(m, 1);
+  t.tile_n = std::max<int64_t>(n, 1);
+  auto tiles = [](int64_t len, int64_t tile) { return (len + tile - 1) / tile; };
+  while (items * tiles(m, t.tile_m) * tiles(n, t.tile_n) < kTargetTasks) {
+    const bool split_n = t.tile_n >= t.tile_m;
+    const int64_t side = split_n ? t.tile_n : t.tile_m;
+    // half the side, rounded up to a multiple of 16 (whole SIMD/micro-kernel panels)
+    const int64_t half = ((side + 1) / 2 + 15) / 16 * 16;
+    if (half < kMinSide || half >= side) break;
+    const double macs = double(split_n ? t.tile_m : half) * double(split_n ? half : t.tile_n) * double(k);
+    if (macs < kMinTileMacs) break;
+    (split_n ? t.tile_n : t.tile_m) = half;
+  }
+  t.tiles_m = tiles(m, t.tile_m);
+  t.tiles_n = tiles(n, t.tile_n);
+  return t;
+}
 
 template <>
 void gemm<float>(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
