@@ -6,6 +6,7 @@
 #include <omp.h>
 
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <random>
@@ -178,6 +179,125 @@ TEST_CASE("unary ops: forward vs std::, gradcheck and gradgradcheck (f64, transp
 TEST_CASE("pow: every exponent path, forward and first and second derivatives") {
   uint64_t seed = 500;
   for (const UnaryCase& c : pow_cases()) check_unary(c, seed += 10);
+}
+
+TEST_CASE("f32 exp (vectorisable, tensor/kernels/elementwise.h) is within 2 ulp everywhere") {
+  // Every 997th float from -110 to 95 (the whole finite-to-inf range, subnormal results included),
+  // against the double result rounded to f32, in units in the last place (adjacent floats differ by
+  // one in their bit patterns, also across the subnormal range).
+  std::vector<double> xs;
+  auto bits_of = [](float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; };
+  auto from_bits = [](uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; };
+  for (uint32_t u = bits_of(-110.0f); u > 0x80000000u; u -= std::min<uint32_t>(997, u - 0x80000000u))
+    xs.push_back(from_bits(u));  // negative floats: the magnitude falls with the bit pattern
+  for (uint32_t u = 0; u < bits_of(95.0f); u += 997) xs.push_back(from_bits(u));
+  xs.insert(xs.end(), {0.0, -0.0, 88.72, 88.73, -87.3, -103.9, -149 * std::log(2.0), kInf, -kInf, kNaN});
+  const std::vector<double> got = exp(from_vector(xs, {int64_t(xs.size())}, opts(DType::f32))).to_vector();
+  const std::vector<double> sg = sigmoid(from_vector(xs, {int64_t(xs.size())}, opts(DType::f32))).to_vector();
+  auto ulps = [](double a, double b) {
+    const float fa = float(a), fb = float(b);
+    int32_t ia, ib;
+    std::memcpy(&ia, &fa, 4);
+    std::memcpy(&ib, &fb, 4);
+    return std::abs(int64_t(ia) - int64_t(ib));
+  };
+  int64_t worst = 0, worst_sig = 0;
+  double worst_x = 0;
+  size_t nan_ok = 0;
+  bool tiny_ok = true;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const double x = double(float(xs[i]));
+    if (std::isnan(x)) {
+      nan_ok += std::isnan(got[i]) && std::isnan(sg[i]);
+      continue;
+    }
+    const int64_t u = ulps(got[i], std::exp(x));
+    if (u > worst) worst = u, worst_x = x;
+    // Below x = -88.7, 1 + exp(-x) overflows f32 and sigmoid is 0 instead of a subnormal (as
+    // PyTorch's f32 formula): compare in ulps only where the result is a normal float.
+    const double s_exact = 1 / (1 + std::exp(-x));
+    if (s_exact >= 1.2e-38) worst_sig = std::max(worst_sig, ulps(sg[i], s_exact));
+    else tiny_ok = tiny_ok && sg[i] < 1.2e-38;
+  }
+  INFO("points " << xs.size() << ", worst exp error " << worst << " ulp at x = " << worst_x);
+  CHECK(xs.size() > 1000000);  // about 2.2 million
+  CHECK(worst <= 2);
+  CHECK(worst_sig <= 3);
+  CHECK(nan_ok == 1);
+  CHECK(tiny_ok);
+}
+
+TEST_CASE("f32 erf, tanh and gelu (vectorisable, tensor/kernels/elementwise.h) against double") {
+  // Every 331st float in [-6, 6] plus special values; erf within 2 ulp. gelu(x) = x/2 (1 + erf(x/sqrt2))
+  // loses relative accuracy where 1 + erf cancels (x << 0), as PyTorch's f32 formula does: bound its
+  // error by 4 ulp of the result plus 2^-23 |x| (two ulp of 1 + erf, times x/2; with libm's erff the
+  // same measure is about half as large, since erff is within 0.5 ulp).
+  auto bits_of = [](float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; };
+  auto from_bits = [](uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; };
+  std::vector<double> xs;
+  for (uint32_t u = bits_of(-6.0f); u > 0x80000000u; u -= std::min<uint32_t>(331, u - 0x80000000u))
+    xs.push_back(from_bits(u));
+  for (uint32_t u = 0; u < bits_of(6.0f); u += 331) xs.push_back(from_bits(u));
+  xs.insert(xs.end(), {0.0, -0.0, 1.0, -1.0, 4.0, 4.5, 1e-30, 30.0, -30.0, kInf, -kInf});
+  const Tensor x32 = from_vector(xs, {int64_t(xs.size())}, opts(DType::f32));
+  const std::vector<double> e = erf(x32).to_vector(), g = gelu(x32).to_vector();
+  std::vector<double> xg;  // 3000 points spread over [-6, 6] for the gradient
+  for (size_t i = 0; i < xs.size() - 11; i += (xs.size() - 11) / 3000) xg.push_back(double(float(xs[i])));
+  const std::vector<double> dg = grad_at([](const Tensor& t) { return gelu(t.to(DType::f32)).to(DType::f64); }, xg);
+  int64_t worst = 0;
+  double worst_x = 0, worst_gelu = 0;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const double x = xs[i];
+    const float fe = float(e[i]), fr = float(std::erf(x));
+    int32_t ia, ib;
+    std::memcpy(&ia, &fe, 4);
+    std::memcpy(&ib, &fr, 4);
+    const int64_t u = std::abs(int64_t(ia) - int64_t(ib));
+    if (u > worst) worst = u, worst_x = x;
+    if (std::isfinite(x)) {
+      const double exact = 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
+      const double allowed = 4 * std::abs(exact) * 0x1p-24 + std::abs(x) * 0x1p-23 + 1e-45;
+      worst_gelu = std::max(worst_gelu, std::abs(g[i] - exact) / allowed);
+    }
+  }
+  INFO("points " << xs.size() << ", worst erf error " << worst << " ulp at x = " << worst_x
+                 << ", worst gelu error / allowed " << worst_gelu);
+  CHECK(xs.size() > 500000);
+  CHECK(worst <= 2);
+  CHECK(worst_gelu <= 1.0);
+  CHECK(e[e.size() - 2] == 1.0);
+  CHECK(e[e.size() - 1] == -1.0);
+  CHECK(std::isnan(erf(from_vector({kNaN}, {1}, opts(DType::f32))).item()));
+  // tanh (vectorisable too) over the same points, within 2 ulp.
+  const std::vector<double> th = tanh(x32).to_vector();
+  int64_t worst_tanh = 0;
+  double worst_tanh_x = 0;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const float ft = float(th[i]), fr = float(std::tanh(xs[i]));
+    int32_t ia, ib;
+    std::memcpy(&ia, &ft, 4);
+    std::memcpy(&ib, &fr, 4);
+    const int64_t u = std::abs(int64_t(ia) - int64_t(ib));
+    if (u > worst_tanh) worst_tanh = u, worst_tanh_x = xs[i];
+  }
+  INFO("worst tanh error " << worst_tanh << " ulp at x = " << worst_tanh_x);
+  CHECK(worst_tanh <= 2);
+  // The last extras are 30, -30, inf, -inf.
+  CHECK(th[th.size() - 4] == 1.0);
+  CHECK(th[th.size() - 3] == -1.0);
+  CHECK(th[th.size() - 2] == 1.0);
+  CHECK(th[th.size() - 1] == -1.0);
+  CHECK(std::isnan(tanh(from_vector({kNaN}, {1}, opts(DType::f32))).item()));
+  // The f32 gelu gradient (erf and exp inside) against the closed form.
+  double worst_grad = 0;
+  for (size_t i = 0; i < xg.size(); ++i) {
+    const double x = xg[i];
+    const double d = 0.5 * (1 + std::erf(x / std::sqrt(2.0))) + x * std::exp(-x * x / 2) / std::sqrt(2 * M_PI);
+    worst_grad = std::max(worst_grad, std::abs(dg[i] - d) / (0x1p-24 * (4 * std::abs(d) + std::abs(x) + 1)));
+  }
+  INFO("gelu gradient: worst error " << worst_grad << " x 2^-24 (4 |d| + |x| + 1) over " << xg.size() << " points");
+  CHECK(xg.size() >= 3000);
+  CHECK(worst_grad <= 1.0);
 }
 
 TEST_CASE("pow at x <= 0 follows C's pow rules; its gradient as PyTorch's e x^(e-1)") {

@@ -9,7 +9,9 @@
 //      once, before the loop, as 0 (broadcast), 1 (contiguous) or other; the row loop is
 //      instantiated for that combination with the 0/1 strides as compile-time constants, so the
 //      common cases are plain `o[i] = f(a[i], b[i])` / `f(a[i], b0)` loops that the compiler
-//      vectorises (`#pragma omp simd`; the output never aliases an input).
+//      vectorises (`#pragma omp simd`; the output never aliases an input). Kernels with selects
+//      (leaky_relu, where, clamp) vectorise because the build says -fno-trapping-math
+//      (CMakeLists.txt); exp, erf and tanh in f32 are branch-free (kernels/elementwise.h).
 //   3. Rows are cut into blocks of kParallelGrain elements; OpenMP distributes (row, block) work
 //      items. The blocking depends only on the shape, never on the thread count, and every
 //      element is computed by the same code wherever it lands, so results are bitwise identical
@@ -30,16 +32,6 @@ namespace detail {
 constexpr int64_t kRuntime = -1;
 template <int64_t S>
 using StrideKind = std::integral_constant<int64_t, S>;
-
-template <int64_t S>
-inline int64_t stride_value(StrideKind<S>, int64_t runtime) {
-  if constexpr (S == kRuntime) {
-    return runtime;
-  } else {
-    (void)runtime;
-    return S;
-  }
-}
 
 // Calls f(StrideKind<0|1|kRuntime>) for the runtime stride s.
 template <typename F>
@@ -118,6 +110,33 @@ inline void check_output(const Tensor& out) {
                out.strides().str());
 }
 
+// One row. The pointers are restrict (the output is fresh), the functor is a by-value local (its
+// members cannot alias the output, so they stay in registers) and a 0/1 stride is a template
+// constant: together these let `#pragma omp simd` vectorise the loop.
+template <int64_t KA, typename OutT, typename AT, typename F>
+inline void row1(OutT* __restrict o, const AT* __restrict a, int64_t n, int64_t rsa, F f) {
+  const int64_t sa = KA == kRuntime ? rsa : KA;
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) o[i] = OutT(f(a[i * sa]));
+}
+template <int64_t KA, int64_t KB, typename OutT, typename AT, typename BT, typename F>
+inline void row2(OutT* __restrict o, const AT* __restrict a, const BT* __restrict b, int64_t n, int64_t rsa,
+                 int64_t rsb, F f) {
+  const int64_t sa = KA == kRuntime ? rsa : KA;
+  const int64_t sb = KB == kRuntime ? rsb : KB;
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) o[i] = OutT(f(a[i * sa], b[i * sb]));
+}
+template <int64_t KA, int64_t KB, int64_t KC, typename OutT, typename AT, typename BT, typename CT, typename F>
+inline void row3(OutT* __restrict o, const AT* __restrict a, const BT* __restrict b, const CT* __restrict c,
+                 int64_t n, int64_t rsa, int64_t rsb, int64_t rsc, F f) {
+  const int64_t sa = KA == kRuntime ? rsa : KA;
+  const int64_t sb = KB == kRuntime ? rsb : KB;
+  const int64_t sc = KC == kRuntime ? rsc : KC;
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) o[i] = OutT(f(a[i * sa], b[i * sb], c[i * sc]));
+}
+
 }  // namespace detail
 
 // out[i] = f(x[i]); out has the broadcast shape (usually x's), dtype OutT.
@@ -127,13 +146,11 @@ void map_unary(const Tensor& out, const Tensor& x, F f) {
   const auto p = detail::plan_rows<2>(out.sizes(), {out.strides(), broadcast_strides(x, out.sizes())});
   OutT* o = out.data<OutT>();
   const InT* a = x.data<InT>();
-  detail::with_stride_kind(p.inner_stride(1), [&](auto ka) {
-    const int64_t sa = detail::stride_value(ka, p.inner_stride(1));
+  const int64_t sa = p.inner_stride(1);
+  detail::with_stride_kind(sa, [&](auto ka) {
+    constexpr int64_t KA = decltype(ka)::value;
     detail::run_rows<2>(p, [&](const std::array<int64_t, 2>& off, int64_t n) {
-      OutT* __restrict op = o + off[0];
-      const InT* __restrict ap = a + off[1];
-#pragma omp simd
-      for (int64_t i = 0; i < n; ++i) op[i] = OutT(f(ap[i * sa]));
+      detail::row1<KA>(o + off[0], a + off[1], n, sa, f);
     });
   });
 }
@@ -147,16 +164,12 @@ void map_binary(const Tensor& out, const Tensor& x, const Tensor& y, F f) {
   OutT* o = out.data<OutT>();
   const InT* a = x.data<InT>();
   const InT* b = y.data<InT>();
-  detail::with_stride_kind(p.inner_stride(1), [&](auto ka) {
-    detail::with_stride_kind(p.inner_stride(2), [&](auto kb) {
-      const int64_t sa = detail::stride_value(ka, p.inner_stride(1));
-      const int64_t sb = detail::stride_value(kb, p.inner_stride(2));
+  const int64_t sa = p.inner_stride(1), sb = p.inner_stride(2);
+  detail::with_stride_kind(sa, [&](auto ka) {
+    detail::with_stride_kind(sb, [&](auto kb) {
+      constexpr int64_t KA = decltype(ka)::value, KB = decltype(kb)::value;
       detail::run_rows<3>(p, [&](const std::array<int64_t, 3>& off, int64_t n) {
-        OutT* __restrict op = o + off[0];
-        const InT* __restrict ap = a + off[1];
-        const InT* __restrict bp = b + off[2];
-#pragma omp simd
-        for (int64_t i = 0; i < n; ++i) op[i] = OutT(f(ap[i * sa], bp[i * sb]));
+        detail::row2<KA, KB>(o + off[0], a + off[1], b + off[2], n, sa, sb, f);
       });
     });
   });
@@ -172,19 +185,13 @@ void map_ternary(const Tensor& out, const Tensor& x, const Tensor& y, const Tens
   const AT* a = x.data<AT>();
   const BT* b = y.data<BT>();
   const CT* c = z.data<CT>();
-  detail::with_stride_kind(p.inner_stride(1), [&](auto ka) {
-    detail::with_stride_kind(p.inner_stride(2), [&](auto kb) {
-      detail::with_stride_kind(p.inner_stride(3), [&](auto kc) {
-        const int64_t sa = detail::stride_value(ka, p.inner_stride(1));
-        const int64_t sb = detail::stride_value(kb, p.inner_stride(2));
-        const int64_t sc = detail::stride_value(kc, p.inner_stride(3));
+  const int64_t sa = p.inner_stride(1), sb = p.inner_stride(2), sc = p.inner_stride(3);
+  detail::with_stride_kind(sa, [&](auto ka) {
+    detail::with_stride_kind(sb, [&](auto kb) {
+      detail::with_stride_kind(sc, [&](auto kc) {
+        constexpr int64_t KA = decltype(ka)::value, KB = decltype(kb)::value, KC = decltype(kc)::value;
         detail::run_rows<4>(p, [&](const std::array<int64_t, 4>& off, int64_t n) {
-          OutT* __restrict op = o + off[0];
-          const AT* __restrict ap = a + off[1];
-          const BT* __restrict bp = b + off[2];
-          const CT* __restrict cp = c + off[3];
-#pragma omp simd
-          for (int64_t i = 0; i < n; ++i) op[i] = OutT(f(ap[i * sa], bp[i * sb], cp[i * sc]));
+          detail::row3<KA, KB, KC>(o + off[0], a + off[1], b + off[2], c + off[3], n, sa, sb, sc, f);
         });
       });
     });
