@@ -113,8 +113,12 @@ TensorList make_image_pyramid(const Tensor& x, int64_t levels) {
   ENGINE_CHECK(x.size(2) == x.size(3) && x.size(2) >= (int64_t(4) << (levels - 1)),
                "make_image_pyramid: {} levels need a square image of at least {} px, got {}", levels,
                int64_t(4) << (levels - 1), x.sizes().str());
+  // upfirdn2d with f = [1/2, 1/2] along both axes, down 2, no padding: the mean of each 2x2 block.
+  const Tensor box = from_vector({0.5, 0.5}, {2}, opts(x.dtype(), x.device()));
+  UpFirDnParams p;
+  p.down_x = p.down_y = 2;
   TensorList out{x};
-  for (int64_t k = 1; k < levels; ++k) out.push_back(nn::disc_downsample2(out.back()));
+  for (int64_t k = 1; k < levels; ++k) out.push_back(upfirdn2d(out.back(), box, p));
   return out;
 }
 

@@ -28,6 +28,15 @@
 //   text.fc{k}.{weight,bias}
 //   b{r}.fromrgb.*, b{r}.attn.*, b{r}.conv0.*, b{r}.conv1.*, b{r}.skip.weight   (r: entry res)
 //   pred{r}.psi{k}.{weight,bias,style.weight,style.bias}, pred{r}.skip.weight     (r: exit res)
+// Presets (configs/*.json; the spec gives no D channel counts, section 12):
+//   paper64  channels 64:640, 32:1280, 16..1:1920; attention at 32, 16, 8 (head dim 64, i.e. 20
+//            and 30 heads); t_D 768 (CLIP ViT-L/14 width); text MLP 2 x 512; psi 4 layers.
+//            378,778,629 parameters (GigaGAN T2I-64's D: 381.4 M): text 0.66 M; levels b64 11.9 M,
+//            b32 44.2 M, b16 81.1 M, b8 81.1 M, b4 92.2 M; predictors pred32 7.5 M, pred16..pred1
+//            15.0 M each. The channels follow StyleGAN2's doubling (640 -> 1280) then a cap, the
+//            cap chosen so the total lands within 1% of 381.4 M.
+//   tiny16   16 px, channels 32/64, 323,555 parameters;  tiny32  32 px, channels 32..128,
+//            1,359,780 parameters (CPU demos, same architecture).
 // Everything is made of differentiable ops, so R1 (Note [R1 double backward], autograd/engine.h:
 // grad of sum over all D_ij w.r.t. the pyramid images, create_graph, then backward to the
 // weights) works through it.
@@ -75,9 +84,11 @@ class Discriminator : public nn::Module {
 // sum_ij sum_b D_ij: the scalar whose gradient w.r.t. the pyramid R1 penalises.
 Tensor sum_of_predictions(const std::vector<DiscPrediction>& predictions);
 
-// A pyramid from one image x [B, C, R, R]: x, then repeated 2x FIR downsampling (the [1,3,3,1]
-// low-pass of Note [FIR downsampling], nn/disc_blocks.h) down to 4 px; `levels` entries. This is
-// how reals are resized for D (differentiable, so R1 may also be taken w.r.t. x alone).
+// A pyramid from one image x [B, C, R, R]: x, then repeated 2x2 box averaging (area resize by
+// exactly 1/2) down to 4 px; `levels` entries. This is how reals are resized for D. The box
+// filter needs no padding, so border pixels are treated like every other pixel: a padded FIR
+// would darken the borders of the reals only (the generator's img_r has no such border), which
+// D could learn to use. Differentiable, so R1 may also be taken w.r.t. x alone.
 TensorList make_image_pyramid(const Tensor& x, int64_t levels);
 
 }  // namespace engine::aurora

@@ -513,15 +513,20 @@ TEST_CASE("discriminator: L(L+1)/2 labelled predictions of shape [B]; bad inputs
   CHECK_MESSAGE(e.rfind("Discriminator config.channels: missing resolution 4", 0) == 0, e);
 }
 
-TEST_CASE("discriminator: make_image_pyramid halves with the [1,3,3,1] filter down to 4 px") {
+TEST_CASE("discriminator: make_image_pyramid averages 2x2 blocks down to 4 px") {
   Generator gen(5);
   const Tensor x = randn({2, 3, 32, 32}, gen);
   const TensorList p = aurora::make_image_pyramid(x, 4);
   REQUIRE(p.size() == 4);
+  CHECK(p[1].sizes() == Dims{2, 3, 16, 16});
   CHECK(p[3].sizes() == Dims{2, 3, 4, 4});
-  // A constant image stays constant away from the (zero-padded) border.
-  const TensorList c = aurora::make_image_pyramid(full({1, 1, 16, 16}, 2.0), 2);
-  CHECK(c[1].to_vector()[size_t(3 * 8 + 3)] == doctest::Approx(2.0));
+  // Pixel (1, 2) of level 1 is the mean of the 2x2 block at (2..3, 4..5), corners included.
+  const std::vector<double> v = x.to_vector(), v1 = p[1].to_vector();
+  auto at = [&](int64_t y, int64_t xx) { return v[size_t(y * 32 + xx)]; };
+  CHECK(v1[size_t(1 * 16 + 2)] == doctest::Approx((at(2, 4) + at(2, 5) + at(3, 4) + at(3, 5)) / 4).epsilon(1e-6));
+  CHECK(v1[0] == doctest::Approx((at(0, 0) + at(0, 1) + at(1, 0) + at(1, 1)) / 4).epsilon(1e-6));
+  // A constant image stays constant everywhere, borders included.
+  for (double c : aurora::make_image_pyramid(full({1, 1, 16, 16}, 2.0), 3)[2].to_vector()) CHECK(c == doctest::Approx(2.0));
   CHECK_THROWS_AS(aurora::make_image_pyramid(x, 5), Error);
 }
 
