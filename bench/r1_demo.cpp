@@ -41,8 +41,10 @@ int main(int argc, char** argv) {
       double r1 = 0;
       {
         memory::PhaseScope phase("D_r1");
-        Tensor x = randn({batch, 3, res, res}, gen);
-        r1 = d.r1_step(x).item();
+        {
+          Tensor x = randn({batch, 3, res, res}, gen);
+          r1 = d.r1_step(x).item();
+        }  // every activation of the step is gone here; close() checks it
         phase.close();
       }
       for (const Tensor& p : d.params()) p.set_grad(Tensor());

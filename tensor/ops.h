@@ -6,6 +6,7 @@
 // bytes. Implementations are grouped by op family in tensor/ops_<family>.cpp; the arithmetic is
 // in tensor/kernels/ (portable host+device functors) and the loops in tensor/cpu/ and tensor/cuda/.
 #pragma once
+#include <array>
 #include <optional>
 #include <vector>
 
@@ -146,6 +147,28 @@ struct UpFirDnParams {
   double gain = 1.0;
 };
 Tensor upfirdn2d(const Tensor& x, const Tensor& f, const UpFirDnParams& p);
+
+// ---- Deformable convolution (ops_deform.cpp) ------------------------------------------------
+// Modulated deformable convolution (DCNv2) with torchvision.ops.deform_conv2d's semantics.
+// x [N, Cin, H, W]; weight [Cout, Cin/groups, kh, kw] with groups = p.groups weight groups;
+// offset [N, 2*G*kh*kw, Ho, Wo] with G offset groups (inferred from its channels; Cin % G == 0),
+// channels interleaved (dy, dx) per tap: offset group g, tap (i, j) reads dy from channel
+// 2*(g*kh*kw + i*kw + j) and dx from the next one; mask [N, G*kh*kw, Ho, Wo] (optional: an
+// undefined mask is plain DCNv1); bias [Cout] (optional). Stride, padding, dilation from p.
+// Samples are bilinear with zeros outside the image. Aurora's MTM folds its batch into channels:
+// x [1, B*Cin, H, W], weight [B*Cout, Cin, 3, 3] (groups = B), offset [1, B*18, H, W], mask
+// [1, B*9, H, W] (G = B), padding 1. Differentiable once: a double backward raises an error.
+Tensor deform_conv2d(const Tensor& x, const Tensor& offset, const Tensor& weight, const Tensor& bias,
+                     const Tensor& mask, const Conv2dParams& p);
+// No grad: the gradients of deform_conv2d given grad_out [N, Cout, Ho, Wo]; only those flagged in
+// `needed` (x, offset, weight, bias, mask) are computed, the others are left undefined (and the
+// mask gradient is undefined when mask is).
+struct DeformConv2dGrads {
+  Tensor x, offset, weight, bias, mask;
+};
+DeformConv2dGrads deform_conv2d_backward(const Tensor& grad_out, const Tensor& x, const Tensor& offset,
+                                         const Tensor& weight, const Tensor& mask, const Conv2dParams& p,
+                                         const std::array<bool, 5>& needed);
 
 // ---- Indexing (ops_index.cpp) ---------------------------------------------------------------
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);  // index i64, same ndim

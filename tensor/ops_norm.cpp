@@ -1,9 +1,10 @@
 // ops_norm.cpp: layer_norm (Ba et al. 2016) and group_norm (Wu & He 2018), each one fused pass
 // per normalised row: statistics in double (two passes over the row, which sits in cache), then
-// y = (x - mean) * rstd * w + b. The row math is in tensor/kernels/norm.h; the backward formulas
+// y = (x - mean) * rstd * w + b. The row math is in tensor/kernels/norm.h, the rows are spread
+// over threads by cpu::parallel_items (Note [CPU multiversioning]); the backward formulas
 // (fused first order, differentiable composite under create_graph) in autograd/formulas/norm.cpp.
 #include "autograd/formulas/norm.h"
-#include "tensor/cpu/loops.h"
+#include "tensor/cpu/reduce.h"
 #include "tensor/dispatch.h"
 #include "tensor/kernels/norm.h"
 #include "tensor/op_helpers.h"
@@ -40,13 +41,12 @@ Tensor norm_forward(const char* op, const char* node_name, const F::NormGeometry
       const T* bp = bc.defined() ? bc.data<T>() : nullptr;
       double* mp = mean.data<double>();
       double* rp = rstd.data<double>();
-#pragma omp parallel for schedule(static) if (rows * k >= cpu::kParallelGrain && rows > 1)
-      for (int64_t r = 0; r < rows; ++r) {
+      cpu::parallel_items(rows, 2 * k, [&](int64_t r) {
         const int64_t group_first = (r % geo.groups) * geo.cg;  // first channel of this row
         kernels::row_moments(xp + r * k, k, geo.eps, &mp[r], &rp[r]);
         kernels::norm_forward_row(xp + r * k, yp + r * k, geo.cg, geo.hw, wp ? wp + group_first : nullptr,
                                   bp ? bp + group_first : nullptr, mp[r], rp[r]);
-      }
+      });
     });
   }
   F::norm(node_name, geo, xc, wc, bc, y, mean, rstd);

@@ -67,7 +67,10 @@ Tensor amax_amin(const char* op, const Tensor& x, const Dims& dims, bool keepdim
   Tensor out = empty(p.out_sizes, opts(x.dtype(), x.device()));
   dispatch_floating(x.dtype(), op, [&](auto zero) {
     using T = decltype(zero);
-    cpu::reduce_dims(x.data<T>(), p, out.data<T>(), K::MaxMinReducer<T>{is_min});
+    if (is_min)
+      cpu::reduce_dims(x.data<T>(), p, out.data<T>(), K::MaxMinReducer<T, true>{});
+    else
+      cpu::reduce_dims(x.data<T>(), p, out.data<T>(), K::MaxMinReducer<T, false>{});
   });
   F::amax_amin(is_min ? "AminBackward" : "AmaxBackward", x, out, dims, keepdim);
   return out;
@@ -95,7 +98,7 @@ Tensor logsumexp(const Tensor& x, const Dims& dims, bool keepdim) {
   Tensor maxes = empty({p.n_out}, opts(x.dtype(), x.device()));
   dispatch_floating(x.dtype(), "logsumexp", [&](auto zero) {
     using T = decltype(zero);
-    cpu::reduce_dims(x.data<T>(), p, maxes.data<T>(), K::MaxMinReducer<T>{false});
+    cpu::reduce_dims(x.data<T>(), p, maxes.data<T>(), K::MaxMinReducer<T, false>{});
     cpu::reduce_dims(x.data<T>(), p, out.data<T>(), K::LogSumExpReducer<T>{maxes.data<T>()});
   });
   F::logsumexp(x, out, dims, keepdim);

@@ -17,7 +17,7 @@
 
 #include "autograd/grad_mode.h"
 #include "autograd/node.h"
-#include "tensor/cpu/loops.h"
+#include "tensor/cpu/reduce.h"
 #include "tensor/dispatch.h"
 #include "tensor/kernels/norm.h"
 #include "tensor/op_helpers.h"
@@ -75,10 +75,10 @@ NormGrads fused_backward(const NormGeometry& geo, const Tensor& g_in, const Tens
     const double* rp = rstd_t.data<double>();
     if (need_x && k > 0) {
       T* dp = r.dx.data<T>();
-#pragma omp parallel for schedule(static) if (rows * k >= cpu::kParallelGrain && rows > 1)
-      for (int64_t row = 0; row < rows; ++row)
+      cpu::parallel_items(rows, 3 * k, [&](int64_t row) {
         kernels::norm_backward_row(gp + row * k, xp + row * k, dp + row * k, cg, hw,
                                    wp ? wp + (row % groups) * cg : nullptr, mp[row], rp[row]);
+      });
     }
     if (!need_w && !need_b) return;
     T* dwp = need_w ? r.dw.data<T>() : nullptr;
@@ -92,13 +92,12 @@ NormGrads fused_backward(const NormGeometry& geo, const Tensor& g_in, const Tens
       Tensor part_b = zeros({n_chunks, k}, opts(DType::f64, x.device()));
       double* pw = part_w.data<double>();
       double* pb = part_b.data<double>();
-#pragma omp parallel for schedule(static) if (rows * k >= cpu::kParallelGrain && n_chunks > 1)
-      for (int64_t c = 0; c < n_chunks; ++c)
+      cpu::parallel_items(n_chunks, chunk * k * 2, [&](int64_t c) {
         for (int64_t row = c * chunk; row < std::min(rows, (c + 1) * chunk); ++row)
           kernels::norm_accumulate_columns(gp + row * k, xp + row * k, k, mp[row], rp[row],
                                            dwp ? pw + c * k : nullptr, dbp ? pb + c * k : nullptr);
-#pragma omp parallel for schedule(static) if (n_chunks * k >= cpu::kParallelGrain)
-      for (int64_t j = 0; j < k; ++j) {
+      });
+      cpu::parallel_items(k, n_chunks * 2, [&](int64_t j) {
         double sw = 0, sb = 0;
         for (int64_t c = 0; c < n_chunks; ++c) {
           sw += pw[c * k + j];
@@ -106,7 +105,7 @@ NormGrads fused_backward(const NormGeometry& geo, const Tensor& g_in, const Tens
         }
         if (dwp) dwp[j] = T(sw);
         if (dbp) dbp[j] = T(sb);
-      }
+      });
     } else {
       // Per-(sample, channel) sums, each written by the row that owns it, then summed over the
       // samples in order.
@@ -114,10 +113,10 @@ NormGrads fused_backward(const NormGeometry& geo, const Tensor& g_in, const Tens
       Tensor part_b = empty({geo.a, channels}, opts(DType::f64, x.device()));
       double* pw = part_w.data<double>();
       double* pb = part_b.data<double>();
-#pragma omp parallel for schedule(static) if (rows * k >= cpu::kParallelGrain && rows > 1)
-      for (int64_t row = 0; row < rows; ++row)
+      cpu::parallel_items(rows, 2 * k, [&](int64_t row) {
         kernels::norm_channel_sums(gp + row * k, xp + row * k, cg, hw, mp[row], rp[row], pw + row * cg,
                                    pb + row * cg);
+      });
       for (int64_t ch = 0; ch < channels; ++ch) {
         double sw = 0, sb = 0;
         for (int64_t n = 0; n < geo.a; ++n) {

@@ -25,8 +25,8 @@ template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b,
           int64_t ldb, T beta, T* c, int64_t ldc);
 
-// Keep OpenBLAS on one thread per call (see above). Idempotent and cheap; the launchers below
-// call it, outside any parallel region.
+// Keep OpenBLAS on one thread per call (see above). Idempotent and cheap (one read when already
+// set); gemm() and the launchers below call it.
 void blas_single_thread();
 
 // The arguments of one GEMM, so that a batch of them can be tiled and scheduled together.

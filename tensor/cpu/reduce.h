@@ -4,14 +4,18 @@
 // Determinism: every output is folded in an order that depends only on the shapes, never on the
 // number of threads. Work is split three ways, chosen from the shapes alone:
 //   - standard: one work item per output element; the reduced elements are walked in row-major
-//     order, a stride-1 run with kLanes independent accumulators (combined in lane order), which
-//     breaks the add latency chain;
+//     order, a stride-1 run through the reducer's vectorised fold_contig (16 fixed lanes) or
+//     kLanes independent accumulators (combined in lane order);
 //   - vertical: when the innermost kept dim is contiguous in memory (e.g. a sum over the batch of
 //     [N, C]), a work item is a block of up to kVerticalBlock neighbouring outputs, and each
 //     reduced position updates the whole block (contiguous loads instead of strided walks);
 //   - chunked: when there are few outputs but many reduced elements (a full sum of a big tensor),
 //     the reduced range is cut into a fixed number of chunks (a function of the sizes only), the
 //     partial accumulators are computed in parallel and then combined in chunk order.
+//
+// parallel_items() is the one parallel loop of this family (reductions, softmax lines, norm
+// rows): blocks of work items go to the threads, each block through a multiversioned function
+// (Note [CPU multiversioning]).
 #pragma once
 #include <algorithm>
 #include <array>
@@ -21,7 +25,44 @@
 #include "tensor/kernels/reduce.h"
 #include "tensor/tensor.h"
 
+// Note [CPU multiversioning]: the build targets baseline x86-64 (SSE2), so that the binaries run
+// everywhere. The hot loops of the reduction, softmax and norm families are also compiled for
+// AVX2 (target_clones; the loader picks the version once per process), which doubles the width
+// of their vectorised loops. FMA is deliberately not enabled: both versions perform the same IEEE
+// operations, and every sum uses a fixed number of lanes (kernels::lane_sum), so the results are
+// bitwise identical whichever version runs.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__) && \
+    !defined(ENGINE_NO_CPU_CLONES)
+#define ENGINE_CPU_CLONES __attribute__((target_clones("avx2", "default"), flatten))
+#else
+#define ENGINE_CPU_CLONES
+#endif
+
 namespace engine::cpu {
+
+namespace detail {
+
+// f(i) for i in [begin, end); f is inlined into each version (Note [CPU multiversioning]).
+template <typename F>
+ENGINE_CPU_CLONES void run_items(const F& f, int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; ++i) f(i);
+}
+
+}  // namespace detail
+
+// parallel_items(n, cost, f): f(i) for every i < n; `cost` is about the number of elements an
+// item touches. Consecutive items are grouped into blocks of at least ~4096 elements of work (one
+// multiversioned call each) that are spread over the threads. Each item must write only its own
+// outputs, so results never depend on the thread count or the blocking.
+template <typename F>
+void parallel_items(int64_t n, int64_t cost, const F& f) {
+  if (n <= 0) return;
+  const int64_t c = cost > 1 ? cost : 1;
+  const int64_t block = std::min(n, std::max<int64_t>(1, 4096 / c));
+  const int64_t n_blocks = (n + block - 1) / block;
+#pragma omp parallel for schedule(static) if (n * c >= kParallelGrain && n_blocks > 1)
+  for (int64_t b = 0; b < n_blocks; ++b) detail::run_items(f, b * block, std::min(n, (b + 1) * block));
+}
 
 // The output shape and the reduced/kept split of a reduction. Kept and reduced dims are each
 // coalesced (size-1 dims dropped, neighbours merged when they address memory linearly), which
@@ -90,9 +131,13 @@ void for_each_run(const ReducePlan& p, int64_t r0, int64_t r1, Run&& run) {
   }
 }
 
-// Fold a run of n values at stride s into acc (kLanes accumulators on stride-1 runs).
+// Fold a run of n values at stride s into acc. Contiguous runs go to the reducer's vectorised
+// fold_contig when it has one, else to kLanes independent accumulators.
 template <typename R, typename T>
 typename R::Acc fold_run(const R& r, const T* src, int64_t n, int64_t s, typename R::Acc acc, int64_t o) {
+  if constexpr (requires { r.fold_contig(acc, src, n); }) {
+    if (s == 1) return r.fold_contig(acc, src, n);
+  }
   int64_t i = 0;
   if (s == 1 && n >= 2 * kLanes) {
     typename R::Acc lane[kLanes];
@@ -134,8 +179,8 @@ void reduce_dims(const T* src, const ReducePlan& p, Out* dst, const R& r) {
   std::vector<Acc> partial(n_chunks > 1 ? size_t(n_out * n_chunks) : 0);
   const int64_t items = n_groups * n_chunks;
 
-#pragma omp parallel for schedule(static) if (n_out * count >= kParallelGrain && items > 1)
-  for (int64_t it = 0; it < items; ++it) {
+  const int64_t item_cost = (count / n_chunks) * width;
+  parallel_items(items, item_cost, [&](int64_t it) {
     const int64_t g = it / n_chunks, c = it % n_chunks;
     const int64_t r0 = c * chunk_len, r1 = std::min(count, r0 + chunk_len);
     if (!vertical) {
@@ -158,6 +203,7 @@ void reduce_dims(const T* src, const ReducePlan& p, Out* dst, const R& r) {
       for_each_run(p, r0, r1, [&](int64_t off, int64_t len, int64_t s) {
         for (int64_t i = 0; i < len; ++i) {
           const T* row = base + off + i * s;
+#pragma omp simd
           for (int64_t j = 0; j < w; ++j) acc[j] = r.step(acc[j], row[j]);
         }
       });
@@ -168,15 +214,14 @@ void reduce_dims(const T* src, const ReducePlan& p, Out* dst, const R& r) {
           partial[size_t(c * n_out + o0 + j)] = acc[j];
       }
     }
-  }
+  });
   if (n_chunks > 1) {
     // Combine the chunks of each output in chunk order.
-#pragma omp parallel for schedule(static) if (n_out * n_chunks >= kParallelGrain)
-    for (int64_t o = 0; o < n_out; ++o) {
+    parallel_items(n_out, n_chunks, [&](int64_t o) {
       Acc acc = partial[size_t(o)];
       for (int64_t c = 1; c < n_chunks; ++c) acc = r.combine(acc, partial[size_t(c * n_out + o)]);
       dst[o] = r.finish(acc, count);
-    }
+    });
   }
 }
 
@@ -188,7 +233,7 @@ inline int64_t line_stride(const Tensor& t, int dim) { return t.dim() == 0 ? 1 :
 // offsets[k] is where operand k's line starts (operand k has strides[k]); lines are numbered in
 // row-major order of the other dims and spread over threads (each line written by one call).
 template <int N, typename F>
-void for_each_line(const Dims& sizes, int dim, const std::array<Dims, N>& strides, F&& f) {
+void for_each_line(const Dims& sizes, int dim, const std::array<Dims, N>& strides, const F& f) {
   Dims os;
   int64_t ost[N][kMaxDims];
   for (int d = 0; d < sizes.size(); ++d)
@@ -199,8 +244,7 @@ void for_each_line(const Dims& sizes, int dim, const std::array<Dims, N>& stride
   const int64_t n_lines = os.product();
   const int64_t n = sizes.size() == 0 ? 1 : sizes[dim];
   const int no = os.size();
-#pragma omp parallel for schedule(static) if (n_lines * n >= kParallelGrain && n_lines > 1)
-  for (int64_t l = 0; l < n_lines; ++l) {
+  parallel_items(n_lines, n, [&](int64_t l) {
     std::array<int64_t, N> off{};
     int64_t rem = l;
     for (int d = no - 1; d >= 0; --d) {
@@ -209,7 +253,7 @@ void for_each_line(const Dims& sizes, int dim, const std::array<Dims, N>& stride
       for (int k = 0; k < N; ++k) off[k] += i * ost[k][d];
     }
     f(off);
-  }
+  });
 }
 
 // argmax along `dim` of x (any strides) into dst (contiguous i64, one entry per line).

@@ -9,35 +9,11 @@
 //   y_k     = xhat_k * w_c + b_c                     (c = channel of k; w = 1, b = 0 if absent)
 //   dx_k    = rstd (gw_k - mean(gw) - xhat_k mean(gw xhat)),   gw_k = g_k w_c
 //   dw_c    = sum over rows and the channel's values of g xhat,   db_c = sum of g
+// Loops over contiguous values carry ENGINE_REDUCE_SIMD or go through lane_sum, so they vectorise.
 #pragma once
-#include "tensor/kernels/common.h"
+#include "tensor/kernels/reduce.h"
 
 namespace engine::kernels {
-
-// Mean and rstd of a row of n values (n > 0).
-template <typename T>
-ENGINE_HD void row_moments(const T* x, int64_t n, double eps, double* mean, double* rstd) {
-  // Four partial sums: breaks the add latency chain, fixed order (deterministic).
-  double s[4] = {0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4)
-    for (int k = 0; k < 4; ++k) s[k] += double(x[i + k]);
-  for (; i < n; ++i) s[0] += double(x[i]);
-  const double mu = ((s[0] + s[1]) + (s[2] + s[3])) / double(n);
-  double q[4] = {0, 0, 0, 0};
-  for (i = 0; i + 4 <= n; i += 4)
-    for (int k = 0; k < 4; ++k) {
-      const double d = double(x[i + k]) - mu;
-      q[k] += d * d;
-    }
-  for (; i < n; ++i) {
-    const double d = double(x[i]) - mu;
-    q[0] += d * d;
-  }
-  const double var = ((q[0] + q[1]) + (q[2] + q[3])) / double(n);
-  *mean = mu;
-  *rstd = 1.0 / sqrt(var + eps);
-}
 
 // x - mu in T without cancellation: x - T(mu) is exact when x is near mu (Sterbenz), and the
 // rounding of mu to T is subtracted separately.
@@ -48,61 +24,106 @@ struct Centre {
   ENGINE_HD T operator()(T x) const { return (x - mu_t) - mu_lo; }
 };
 
+// Mean and rstd of a row of n values (n > 0): two passes, sums in double.
+template <typename T>
+ENGINE_HD void row_moments(const T* x, int64_t n, double eps, double* mean, double* rstd) {
+  const double mu = SumReducer<T>{}.fold_contig(0.0, x, n) / double(n);
+  const Centre<T> centre(mu);
+  const double q = lane_sum(n, [x, centre](int64_t i) {
+    const T d = centre(x[i]);
+    return d * d;
+  });
+  *mean = mu;
+  *rstd = 1.0 / sqrt(q / double(n) + eps);
+}
+
 // y = (x - mu) rstd w_c + b_c over one row of cg channels of hw values; w, b point at the row's
 // first channel (null: absent).
 template <typename T>
 ENGINE_HD void norm_forward_row(const T* x, T* y, int64_t cg, int64_t hw, const T* w, const T* b, double mu,
                                 double rstd) {
   const Centre<T> centre(mu);
+  const T r = T(rstd);
+  if (hw == 1) {  // layer_norm: one parameter per value; one loop per case keeps them vectorised
+    if (w && b) {
+      ENGINE_REDUCE_SIMD
+      for (int64_t k = 0; k < cg; ++k) y[k] = centre(x[k]) * (r * w[k]) + b[k];
+    } else if (w) {
+      ENGINE_REDUCE_SIMD
+      for (int64_t k = 0; k < cg; ++k) y[k] = centre(x[k]) * (r * w[k]);
+    } else if (b) {
+      ENGINE_REDUCE_SIMD
+      for (int64_t k = 0; k < cg; ++k) y[k] = centre(x[k]) * r + b[k];
+    } else {
+      ENGINE_REDUCE_SIMD
+      for (int64_t k = 0; k < cg; ++k) y[k] = centre(x[k]) * r;
+    }
+    return;
+  }
   for (int64_t c = 0; c < cg; ++c) {
     const T a = T(rstd * (w ? double(w[c]) : 1.0));
     const T shift = b ? b[c] : T(0);
     const T* xc = x + c * hw;
     T* yc = y + c * hw;
+    ENGINE_REDUCE_SIMD
     for (int64_t i = 0; i < hw; ++i) yc[i] = centre(xc[i]) * a + shift;
   }
+}
+
+// Over one channel's run of n values: sum(g) and sum(g (x - mu)), in double.
+template <typename T>
+ENGINE_HD void run_sums(const T* g, const T* x, int64_t n, const Centre<T>& centre, double* sg, double* sgx) {
+  *sg = lane_sum(n, [g](int64_t i) { return g[i]; });
+  *sgx = lane_sum(n, [g, x, centre](int64_t i) { return g[i] * centre(x[i]); });
 }
 
 // dx over one row (see the header formula).
 template <typename T>
 ENGINE_HD void norm_backward_row(const T* g, const T* x, T* dx, int64_t cg, int64_t hw, const T* w, double mu,
                                  double rstd) {
-  double sg = 0, sgx = 0;  // sum(gw), sum(gw xhat)
-  for (int64_t c = 0; c < cg; ++c) {
-    const double wc = w ? double(w[c]) : 1.0;
-    double a = 0, bsum = 0;
-    for (int64_t i = 0; i < hw; ++i) {
-      const double gi = double(g[c * hw + i]);
-      a += gi;
-      bsum += gi * (double(x[c * hw + i]) - mu);
+  const Centre<T> centre(mu);
+  double sg = 0, sgx = 0;  // sum(gw), sum(gw (x - mu))
+  if (hw == 1 && w) {
+    sg = lane_sum(cg, [g, w](int64_t k) { return g[k] * w[k]; });
+    sgx = lane_sum(cg, [g, w, x, centre](int64_t k) { return g[k] * w[k] * centre(x[k]); });
+  } else {
+    for (int64_t c = 0; c < cg; ++c) {
+      double a, b;
+      run_sums(g + c * hw, x + c * hw, hw, centre, &a, &b);
+      const double wc = w ? double(w[c]) : 1.0;
+      sg += a * wc;
+      sgx += b * wc;
     }
-    sg += a * wc;
-    sgx += bsum * wc * rstd;
   }
   const double n = double(cg * hw);
-  const double mg = sg / n, mgx = sgx / n;
-  const Centre<T> centre(mu);
-  const T bx = T(-rstd * rstd * mgx), cst = T(-rstd * mg);
+  const double mg = sg / n, mgx = sgx * rstd / n;  // mean(gw), mean(gw xhat)
+  // dx = rstd (g wc - mg - (x - mu) rstd mgx) = (rstd wc) g + bx (x - mu) + cst
+  const T bx = T(-rstd * rstd * mgx), cst = T(-rstd * mg), r = T(rstd);
+  if (hw == 1 && w) {
+    ENGINE_REDUCE_SIMD
+    for (int64_t k = 0; k < cg; ++k) dx[k] = (r * w[k]) * g[k] + bx * centre(x[k]) + cst;
+    return;
+  }
   for (int64_t c = 0; c < cg; ++c) {
-    // dx = rstd (g wc - mg - (x - mu) rstd mgx) = a g + bx (x - mu) + cst
     const T a = T(rstd * (w ? double(w[c]) : 1.0));
-    for (int64_t i = 0; i < hw; ++i) dx[c * hw + i] = a * g[c * hw + i] + bx * centre(x[c * hw + i]) + cst;
+    const T* gc = g + c * hw;
+    const T* xc = x + c * hw;
+    T* dc = dx + c * hw;
+    ENGINE_REDUCE_SIMD
+    for (int64_t i = 0; i < hw; ++i) dc[i] = a * gc[i] + bx * centre(xc[i]) + cst;
   }
 }
 
-// Per-channel sums over one row: dw[c] = sum_i g xhat, db[c] = sum_i g (either may be null).
+// Per-channel sums over one row: dw[c] = sum_i g xhat, db[c] = sum_i g.
 template <typename T>
 ENGINE_HD void norm_channel_sums(const T* g, const T* x, int64_t cg, int64_t hw, double mu, double rstd, double* dw,
                                  double* db) {
+  const Centre<T> centre(mu);
   for (int64_t c = 0; c < cg; ++c) {
-    double a = 0, bsum = 0;
-    for (int64_t i = 0; i < hw; ++i) {
-      const double gi = double(g[c * hw + i]);
-      a += gi;
-      bsum += gi * (double(x[c * hw + i]) - mu);
-    }
-    if (dw) dw[c] = bsum * rstd;
-    if (db) db[c] = a;
+    double a, b;
+    run_sums(g + c * hw, x + c * hw, hw, centre, &a, &b);
+    dw[c] = b * rstd;
+    db[c] = a;
   }
 }
 
@@ -110,10 +131,15 @@ ENGINE_HD void norm_channel_sums(const T* g, const T* x, int64_t cg, int64_t hw,
 template <typename T>
 ENGINE_HD void norm_accumulate_columns(const T* g, const T* x, int64_t k_n, double mu, double rstd, double* dw,
                                        double* db) {
-  for (int64_t k = 0; k < k_n; ++k) {
-    const double gk = double(g[k]);
-    if (dw) dw[k] += gk * (double(x[k]) - mu) * rstd;
-    if (db) db[k] += gk;
+  const Centre<T> centre(mu);
+  const T r = T(rstd);
+  if (dw) {
+    ENGINE_REDUCE_SIMD
+    for (int64_t k = 0; k < k_n; ++k) dw[k] += double(g[k] * (centre(x[k]) * r));
+  }
+  if (db) {
+    ENGINE_REDUCE_SIMD
+    for (int64_t k = 0; k < k_n; ++k) db[k] += double(g[k]);
   }
 }
 

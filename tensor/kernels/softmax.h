@@ -15,19 +15,39 @@ namespace engine::kernels {
 
 template <typename T>
 ENGINE_HD T line_max(const T* x, int64_t n, int64_t xs) {
-  MaxMinReducer<T> r;
+  const MaxMinReducer<T, false> r;
+  if (xs == 1) return r.fold_contig(r.identity(0), x, n);
   T m = r.identity(0);
   for (int64_t i = 0; i < n; ++i) m = r.step(m, x[i * xs]);
   return m;
 }
 
-// y = softmax(x) along one line.
+// sum_i exp(x_i - m) in double.
+template <typename T>
+ENGINE_HD double exp_sum(const T* x, int64_t xs, T m, int64_t n) {
+  if (xs == 1) return lane_sum(n, [x, m](int64_t i) { return vexp(T(x[i] - m)); });
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += double(sexp(T(x[i * xs] - m)));
+  return s;
+}
+
+// y = softmax(x) along one line (x and y do not overlap). Contiguous lines: exponentials in a
+// vectorised loop, then their sum (lane_sum), then the scaling; strided lines: scalar loops.
 template <typename T>
 ENGINE_HD void softmax_line(const T* x, int64_t xs, T* y, int64_t ys, int64_t n) {
   const T m = line_max(x, n, xs);
   double s = 0;
+  if (xs == 1 && ys == 1) {
+    ENGINE_REDUCE_SIMD
+    for (int64_t i = 0; i < n; ++i) y[i] = vexp(T(x[i] - m));
+    s = lane_sum(n, [y](int64_t i) { return y[i]; });
+    const T inv = T(1.0 / s);
+    ENGINE_REDUCE_SIMD
+    for (int64_t i = 0; i < n; ++i) y[i] *= inv;
+    return;
+  }
   for (int64_t i = 0; i < n; ++i) {
-    const T e = exp_t(T(x[i * xs] - m));
+    const T e = sexp(T(x[i * xs] - m));
     y[i * ys] = e;
     s += double(e);
   }
@@ -39,35 +59,36 @@ ENGINE_HD void softmax_line(const T* x, int64_t xs, T* y, int64_t ys, int64_t n)
 template <typename T>
 ENGINE_HD double logsumexp_line(const T* x, int64_t n, int64_t xs) {
   const T m = line_max(x, n, xs);
-  double s = 0;
-  for (int64_t i = 0; i < n; ++i) s += double(exp_t(T(x[i * xs] - m)));
-  return double(m) + log(s);
+  return double(m) + log(exp_sum(x, xs, m, n));
 }
 
 // y = log_softmax(x) along one line.
 template <typename T>
 ENGINE_HD void log_softmax_line(const T* x, int64_t xs, T* y, int64_t ys, int64_t n) {
   const double lse = logsumexp_line(x, n, xs);
+  ENGINE_REDUCE_SIMD
   for (int64_t i = 0; i < n; ++i) y[i * ys] = T(double(x[i * xs]) - lse);
 }
 
 // dx = y (g - sum(g y)) along one line (y = softmax output).
 template <typename T>
 ENGINE_HD void softmax_backward_line(const T* g, int64_t gs, const T* y, int64_t ys, T* dx, int64_t ds, int64_t n) {
-  double dot = 0;
-  for (int64_t i = 0; i < n; ++i) dot += double(g[i * gs]) * double(y[i * ys]);
-  const T d = T(dot);
+  const T d = T(lane_sum(n, [=](int64_t i) { return double(g[i * gs]) * double(y[i * ys]); }));
+  ENGINE_REDUCE_SIMD
   for (int64_t i = 0; i < n; ++i) dx[i * ds] = y[i * ys] * (g[i * gs] - d);
 }
 
-// dx = g - exp(y) sum(g) along one line (y = log_softmax output).
+// dx = g - exp(y) sum(g) along one line (y = log_softmax output, <= 0).
 template <typename T>
 ENGINE_HD void log_softmax_backward_line(const T* g, int64_t gs, const T* y, int64_t ys, T* dx, int64_t ds,
                                          int64_t n) {
-  double total = 0;
-  for (int64_t i = 0; i < n; ++i) total += double(g[i * gs]);
-  const T t = T(total);
-  for (int64_t i = 0; i < n; ++i) dx[i * ds] = g[i * gs] - exp_t(y[i * ys]) * t;
+  const T t = T(lane_sum(n, [=](int64_t i) { return g[i * gs]; }));
+  if (gs == 1 && ys == 1 && ds == 1) {
+    ENGINE_REDUCE_SIMD
+    for (int64_t i = 0; i < n; ++i) dx[i] = g[i] - vexp(y[i]) * t;
+  } else {
+    for (int64_t i = 0; i < n; ++i) dx[i * ds] = g[i * gs] - sexp(y[i * ys]) * t;
+  }
 }
 
 // -log_softmax(x)_target of one row of logits.
