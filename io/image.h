@@ -50,8 +50,9 @@ enum class ResizeFilter { automatic, box, triangle, cubic_bspline, catmull_rom, 
 
 // Resize u8 [H, W, C] to [out_h, out_w, C]. Values are filtered as stored (no sRGB
 // linearisation), as PIL and the StyleGAN-T pipeline do. Edges reflect (stb's
-// STBIR_EDGE_REFLECT), so borders do not darken or brighten. With 2 or 4 channels the last one is alpha and colours are
-// weighted by it, so fully transparent pixels do not bleed their (arbitrary) colour.
+// STBIR_EDGE_REFLECT), so borders do not darken or brighten. With 2 or 4 channels the last one
+// is alpha and colours are weighted by it, so fully transparent pixels do not bleed their
+// (arbitrary) colour.
 Tensor resize_image(const Tensor& image, int64_t out_h, int64_t out_w,
                     ResizeFilter filter = ResizeFilter::automatic);
 
