@@ -18,11 +18,14 @@ JOBS=${JOBS:-$(nproc)}
 
 packages=(cmake g++ make pkg-config libopenblas-dev libfmt-dev doctest-dev libstb-dev nlohmann-json3-dev
           libcli11-dev libopenmpi-dev openmpi-bin python3 python3-torch python3-torchvision python3-numpy
-          python3-scipy zlib1g-dev npm)
+          python3-scipy zlib1g-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
+# npm (Debian package npm) fetches the emoji dataset below; an npm installed some other way
+# (nodesource, nvm) is as good, so only a missing command asks apt for it.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   SUDO=""
