@@ -3,13 +3,17 @@
 #include <doctest/doctest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "io/emoji_dataset.h"
 #include "io/image.h"
 #include "tensor/error.h"
 
@@ -263,4 +267,75 @@ TEST_CASE("corrupt, truncated and missing input raise engine::Error naming the s
   CHECK_THROWS_AS(decode_image(png.data(), png.size(), "x", 5), Error);
   CHECK_THROWS_AS(encode_png(from_vector({0.0}, {1, 1, 1})), Error);  // f32 is not an image
   CHECK_THROWS_AS(write_png(dir.file("no/such/dir/x.png"), pattern(2, 2, 3)), Error);
+}
+
+// ---- emoji dataset ------------------------------------------------------------------------------
+
+TEST_CASE("emoji dataset from third_party/emoji (installed by scripts/setup.sh)") {
+  const std::string root = std::string(ENGINE_SOURCE_DIR) + "/third_party/emoji";
+  if (!fs::exists(root)) {
+    FAIL("third_party/emoji is missing: run `bash scripts/setup.sh`, which installs the npm package "
+         "emoji-datasource-google there (CI runs setup.sh before the tests)");
+  }
+  const EmojiDataset ds = EmojiDataset::open(root);
+  CHECK(ds.size() > 1000);
+  bool apple = false, grin = false;
+  for (const auto& s : ds.samples()) {
+    apple = apple || s.caption == "red apple";
+    grin = grin || s.caption == "grinning face";
+  }
+  CHECK(apple);
+  CHECK(grin);
+  // Sorted by image file name, hence deterministic.
+  for (size_t i = 1; i < ds.size(); ++i) REQUIRE(ds.image_path(i - 1) < ds.image_path(i));
+  // The package folder itself works as root too.
+  CHECK(EmojiDataset::open(ds.package_dir()).size() == ds.size());
+
+  for (size_t i : {size_t(0), ds.size() / 2, ds.size() - 1}) {
+    CAPTURE(i);
+    const Tensor x = ds.load(i);
+    REQUIRE(x.sizes() == Dims({3, 64, 64}));
+    CHECK(x.dtype() == DType::f32);
+    const float* p = x.data<float>();
+    float lo = 2, hi = -2;
+    for (int64_t j = 0; j < x.numel(); ++j) {
+      lo = std::min(lo, p[j]);
+      hi = std::max(hi, p[j]);
+    }
+    CHECK(lo >= -1.0f);
+    CHECK(hi <= 1.0f);
+    CHECK(lo < hi);        // not blank
+    CHECK(p[0] == 1.0f);   // corner: transparent background composited on white
+  }
+  CHECK_THROWS_AS(ds.load(ds.size()), Error);
+}
+
+TEST_CASE("emoji dataset: a missing package says how to install it; a tiny fake package loads") {
+  TempDir dir;
+  const std::string msg = error_of([&] { EmojiDataset::open(dir.file("absent")); });
+  CHECK(msg.find("scripts/setup.sh") != std::string::npos);
+  CHECK(msg.find("npm install") != std::string::npos);
+
+  // A fake package: 3 entries, one without an image file, one with has_img_google false.
+  fs::create_directories(dir.path / "img" / "google" / "64");
+  write_bytes(dir.file("emoji.json"),
+              R"([{"name":"ZEBRA FACE","image":"b.png","has_img_google":true},)"
+              R"({"name":"MISSING","image":"c.png","has_img_google":true},)"
+              R"({"name":"HIDDEN","image":"d.png","has_img_google":false},)"
+              R"({"name":"Andorra Flag","image":"a.png","has_img_google":true}])");
+  Tensor half_alpha = full({64, 64, 4}, 0.0, opts(DType::u8));  // black at alpha 128
+  for (int64_t p = 0; p < 64 * 64; ++p) half_alpha.data<uint8_t>()[p * 4 + 3] = 128;
+  write_png(dir.file("img/google/64/a.png"), half_alpha);
+  write_png(dir.file("img/google/64/b.png"), pattern(32, 48, 4));  // other size: resized
+  write_png(dir.file("img/google/64/d.png"), half_alpha);
+  const EmojiDataset ds = EmojiDataset::open(dir.path.string());
+  REQUIRE(ds.size() == 2);
+  CHECK(ds.caption(0) == "andorra flag");
+  CHECK(ds.caption(1) == "zebra face");
+  const Tensor a = ds.load(0);
+  // 255 * (1 - 128/255) = 127 -> 127 / 127.5 - 1.
+  CHECK(a.data<float>()[0] == doctest::Approx(127 / 127.5 - 1.0));
+  CHECK(ds.load(1).sizes() == Dims({3, 64, 64}));
+  write_bytes(dir.file("emoji.json"), "[{\"name\": ");
+  CHECK(error_of([&] { EmojiDataset::open(dir.path.string()); }).find("emoji.json") != std::string::npos);
 }
