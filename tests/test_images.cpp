@@ -308,6 +308,12 @@ TEST_CASE("emoji dataset from third_party/emoji (installed by scripts/setup.sh)"
     CHECK(p[0] == 1.0f);   // corner: transparent background composited on white
   }
   CHECK_THROWS_AS(ds.load(ds.size()), Error);
+  // Every image of the pinned package version decodes (well under a second), so a bad file would show
+  // here rather than in the middle of a training run.
+  for (size_t i = 0; i < ds.size(); ++i) {
+    const Tensor rgba = read_image(ds.image_path(i), 4);
+    REQUIRE(rgba.sizes() == Dims({64, 64, 4}));
+  }
 }
 
 TEST_CASE("emoji dataset: a missing package says how to install it; a tiny fake package loads") {
