@@ -3,7 +3,7 @@
 //
 // Buffers, drawn at init (Init::custom, counter-based stream, so independent of rank and order):
 //   freqs [C, 2]:  f = n / (|n| * exp(|n|^2)^(1/4)) * bandwidth,  n ~ N(0, I_2)
-//                  (a direction uniform on the circle; radius |n| exp(-|n|^2/4) <= 1: inside the band)
+//                  (a direction uniform on the circle, radius exp(-|n|^2/4) * bandwidth, in (0, bandwidth])
 //   phases [C]:    U[-0.5, 0.5)
 //   transform [3, 3]: identity; StyleGAN3's user-specified inverse transform of the output image.
 // Parameters: weight [C, C] ~ N(0, 1) (used as weight / sqrt(C)); affine: EqualLinear w_dim -> 4
