@@ -19,7 +19,8 @@
 //      O(1) (fp16-safe), and we keep them because the released model computes them.
 //   4. demodulate = false (ToRGB):  W_b = K_b * s_b * weight_gain,  weight_gain = lr_mul/sqrt(Cin k^2)
 //   5. convolution, batch-grouped (StyleGAN2's fused modconv): x viewed as [1, B*Cin, H, W], the
-//      weights as [B*Cout, Cin, k, k], groups = B; padding k/2.
+//      weights as [B*Cout, Cin, k, k], groups = B; padding k/2. For k = 1 (ToRGB) the same thing is
+//      computed as one bmm W_b [Cout, Cin] x x_b [Cin, H*W] on views (no im2col, no copies).
 //      upsample = true (Note [fused upsampling padding], modconv.cpp):
 //        k > 1:  conv_transpose2d(stride 2, padding 0) with the weights as-is (no flip, as
 //                StyleGAN2-ADA with flip_weight=False), then upfirdn2d(FIR [1,3,3,1] separable,
