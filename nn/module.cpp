@@ -99,6 +99,10 @@ void initialise(const Tensor& t, const Init& init, uint64_t seed, int64_t offset
     return;
   }
   Generator gen(seed, uint64_t(offset));
+  if (init.kind == Init::Kind::custom) {
+    copy_(t, init.fn(t.sizes(), gen));
+    return;
+  }
   Tensor draw = randn(t.sizes(), gen, opts(t.dtype()));
   copy_(t, add(mul(draw, init.std), init.mean_or_value));
 }

@@ -27,13 +27,18 @@ namespace engine::nn {
 // drawn from a counter-based stream keyed by the parameter's global index, so initial weights do
 // not depend on the order in which modules are materialised on different ranks.
 struct Init {
-  enum class Kind { normal, constant } kind = Kind::constant;
+  enum class Kind { normal, constant, custom } kind = Kind::constant;
   double mean_or_value = 0.0;
   double std = 0.0;
-  static Init normal(double std = 1.0, double mean = 0.0) { return {Kind::normal, mean, std}; }
-  static Init constant(double value) { return {Kind::constant, value, 0.0}; }
+  // custom: fn(shape, gen) returns the initial values (any float dtype; converted), where `gen` is
+  // the counter-based stream at this tensor's offset, so draws stay independent of order and rank.
+  // For buffers whose distribution is not normal (StyleGAN3's Fourier frequencies and phases).
+  std::function<Tensor(const Dims&, Generator&)> fn;
+  static Init normal(double std = 1.0, double mean = 0.0) { return {Kind::normal, mean, std, {}}; }
+  static Init constant(double value) { return {Kind::constant, value, 0.0, {}}; }
   static Init zeros() { return constant(0.0); }
   static Init ones() { return constant(1.0); }
+  static Init custom(std::function<Tensor(const Dims&, Generator&)> f) { return {Kind::custom, 0.0, 0.0, std::move(f)}; }
 };
 
 struct Parameter {

@@ -432,10 +432,23 @@ void copy_(const Tensor& dst, const Tensor& src) {
   const char* s = static_cast<const char*>(src.raw_data());
   const DType dt = dst.dtype(), sdt = src.dtype();
   const size_t des = dtype_size(dt), ses = dtype_size(sdt);
-  if (dt == sdt) {
-    cpu::for_each_strided<2>(shape, st, [&](const std::array<int64_t, 2>& o) {
-      std::memcpy(d + o[0] * int64_t(des), s + o[1] * int64_t(ses), des);
-    });
+  if (dt == sdt && dst.is_contiguous() && src.is_contiguous() && src.sizes() == shape) {
+    std::memcpy(d, s, size_t(dst.numel()) * des);  // the common clone/contiguous case
+  } else if (dt == sdt) {
+    // Same type: copy whole elements of the right width so the strided loop can vectorise
+    // (a broadcast gradient made contiguous is a stride-0 source, for instance).
+    auto typed = [&](auto zero) {
+      using E = decltype(zero);
+      E* de = reinterpret_cast<E*>(d);
+      const E* se = reinterpret_cast<const E*>(s);
+      cpu::for_each_strided<2>(shape, st, [&](const std::array<int64_t, 2>& o) { de[o[0]] = se[o[1]]; });
+    };
+    switch (des) {
+      case 1: typed(uint8_t{}); break;
+      case 2: typed(uint16_t{}); break;
+      case 4: typed(uint32_t{}); break;
+      default: typed(uint64_t{}); break;
+    }
   } else {
     cpu::for_each_strided<2>(shape, st, [&](const std::array<int64_t, 2>& o) {
       store_from_double(d + o[0] * int64_t(des), dt, load_as_double(s + o[1] * int64_t(ses), sdt));

@@ -74,6 +74,7 @@ template <>
 void gemm<float>(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                  int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   if (m == 0 || n == 0 || empty_product(m, n, k, beta, c, ldc)) return;
+  blas_single_thread();  // also for callers that skipped the launchers (a benign race if two set it)
   lda = trans_a ? fix_ld(lda, k, m) : fix_ld(lda, m, k);
   ldb = trans_b ? fix_ld(ldb, n, k) : fix_ld(ldb, k, n);
   ldc = fix_ld(ldc, m, n);
@@ -86,6 +87,7 @@ template <>
 void gemm<double>(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
                   int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
   if (m == 0 || n == 0 || empty_product(m, n, k, beta, c, ldc)) return;
+  blas_single_thread();  // also for callers that skipped the launchers (a benign race if two set it)
   lda = trans_a ? fix_ld(lda, k, m) : fix_ld(lda, m, k);
   ldb = trans_b ? fix_ld(ldb, n, k) : fix_ld(ldb, k, n);
   ldc = fix_ld(ldc, m, n);

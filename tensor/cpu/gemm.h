@@ -25,8 +25,8 @@ template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b,
           int64_t ldb, T beta, T* c, int64_t ldc);
 
-// Keep OpenBLAS on one thread per call (see above). Idempotent and cheap; the launchers below
-// call it, outside any parallel region.
+// Keep OpenBLAS on one thread per call (see above). Idempotent and cheap (one read when already
+// set); gemm() and the launchers below call it.
 void blas_single_thread();
 
 // The arguments of one GEMM, so that a batch of them can be tiled and scheduled together.
@@ -74,7 +74,9 @@ void gemm_tile(const GemmCall<T>& g, int64_t r0, int64_t rm, int64_t c0, int64_t
 constexpr double kGemmParallelMacs = 131072.0;
 
 // Run `count` GEMMs of the same m, n, k: call_of(i) gives the i-th. All (GEMM, tile) tasks run in
-// one OpenMP loop. Call outside parallel regions.
+// one OpenMP loop, handed out one at a time (dynamic schedule: a thread that finishes early, or
+// that the OS did not preempt, takes the next task; which thread runs a task never changes its
+// result). Call outside parallel regions.
 template <typename T, typename CallOf>
 void gemm_batch(int64_t count, int64_t m, int64_t n, int64_t k, CallOf&& call_of) {
   if (count <= 0 || m <= 0 || n <= 0) return;
@@ -82,7 +84,7 @@ void gemm_batch(int64_t count, int64_t m, int64_t n, int64_t k, CallOf&& call_of
   const GemmTiling t = plan_gemm_tiles(m, n, k, count);
   const int64_t per = t.count(), tasks = count * per;
   const bool parallel = tasks > 1 && double(count) * double(m) * double(n) * double(k) >= kGemmParallelMacs;
-#pragma omp parallel for schedule(static) if (parallel)
+#pragma omp parallel for schedule(dynamic, 1) if (parallel)
   for (int64_t task = 0; task < tasks; ++task) {
     const GemmCall<T> g = call_of(task / per);
     const int64_t tile = task % per, bm = tile / t.tiles_n, bn = tile % t.tiles_n;
@@ -97,13 +99,14 @@ void gemm_parallel(const GemmCall<T>& g) {
 }
 
 // Run item(i, slot) for i in [0, count): in parallel over OpenMP threads when `parallel` (slot is
-// the thread number, in [0, max_slots()), for per-thread scratch buffers), else in order with
-// slot 0. Each item must write a disjoint part of the output.
+// the thread number, in [0, max_slots()), for per-thread scratch buffers; items are handed out
+// one at a time as above), else in order with slot 0. Each item must write a disjoint part of
+// the output.
 inline int max_slots() { return omp_get_max_threads(); }
 template <typename F>
 void for_each_item(int64_t count, bool parallel, F&& item) {
   if (parallel && count > 1 && omp_get_max_threads() > 1) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
     for (int64_t i = 0; i < count; ++i) item(i, omp_get_thread_num());
   } else {
     for (int64_t i = 0; i < count; ++i) item(i, 0);

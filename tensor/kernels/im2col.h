@@ -52,8 +52,8 @@ ENGINE_HD void conv_valid_range(int64_t t, int64_t s, int64_t p, int64_t d, int6
                                 int64_t* hi) {
   const int64_t off = t * d - p;  // input coordinate of output 0
   // smallest o with o*s + off >= 0, and smallest o with o*s + off >= n
-  int64_t a = off >= 0 ? 0 : (-off + s - 1) / s;
-  int64_t b = n - off <= 0 ? 0 : (n - off + s - 1) / s;
+  const int64_t a = off >= 0 ? 0 : (-off + s - 1) / s;
+  const int64_t b = n - off <= 0 ? 0 : (n - off + s - 1) / s;
   *lo = min_of(a, out);
   *hi = max_of(*lo, min_of(b, out));
 }

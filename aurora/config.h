@@ -1,0 +1,85 @@
+// config.h: Aurora's JSON configuration (DESIGN.md section 11, "Configs: JSON presets in configs/").
+//
+// One file holds every section of a run, side by side:
+//   {"generator": {...}, "discriminator": {...}}
+// Each section is parsed by its own struct. This file has the discriminator's (spec section 8b,
+// aurora/discriminator.h); the generator section is kept as raw JSON here until its parser lands,
+// so presets with both sections load today.
+//
+// Strictness (a typo must never silently fall back to a default): every key of a section is
+// required, and an unknown key is an error. Keys that start with '_' are comments ("_comment")
+// and are ignored. Errors are engine::Error with the full key path first, e.g.
+//   config.discriminator.channels: expected an object {"<resolution>": <channels>} ...
+// The `aurora` CLI prints them as "aurora: error: <message>" (DESIGN.md section 13).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace engine::aurora {
+
+// The GigaGAN multi-scale input / multi-scale output discriminator (spec section 8b).
+// Geometry for image_size R (a power of two >= 8):
+//   pyramid (entry) resolutions   R, R/2, ..., 4               L = log2(R) - 1 levels
+//   feature (exit) resolutions    R/2, R/4, ..., 4, 1          level k maps entry res -> exit res
+//   predictions                   D_ij for entry i <= exit j:  L(L+1)/2
+// For R = 64: pyramid 64, 32, 16, 8, 4; features 32, 16, 8, 4, 1; 15 predictions.
+struct DiscriminatorConfig {
+  int64_t image_size = 0;      // R: resolution of the largest pyramid image
+  int64_t image_channels = 0;  // 3 for RGB
+  // Channel count of the feature maps at every resolution of the stack: the pyramid resolutions
+  // (fromRGB output, level input) and the exit resolutions (level output, predictor input), i.e.
+  // R, R/2, ..., 4 and 1. In JSON an object keyed by the resolution as a string.
+  std::map<int64_t, int64_t> channels;
+  // Entry resolutions whose level starts with an L2 self-attention block (subset of R..4).
+  std::vector<int64_t> attention_resolutions;
+  int64_t attention_head_dim = 0;  // heads = channels / head_dim at that resolution
+  int64_t text_dim = 0;            // width of the incoming global text embedding t_D
+  int64_t text_layers = 0;         // D's own learned text MLP: layers (>= 1)
+  int64_t cond_dim = 0;            // width of the MLP's layers and output c (the modulation input)
+  int64_t predictor_layers = 0;    // layers of each psi_j (1x1 modulated convs; spec: 4)
+
+  // Derived geometry.
+  int64_t num_levels() const;                      // L
+  std::vector<int64_t> entry_resolutions() const;  // R, R/2, ..., 4
+  std::vector<int64_t> exit_resolutions() const;   // R/2, ..., 4, 1
+  int64_t channels_at(int64_t resolution) const;   // throws when absent
+  bool has_attention(int64_t entry_resolution) const;
+  int64_t num_predictions() const { return num_levels() * (num_levels() + 1) / 2; }
+
+  // Throws engine::Error "<path>.<key>: ..." on the first inconsistency.
+  void validate(const std::string& path = "config.discriminator") const;
+  nlohmann::json to_json() const;
+};
+
+// Parse one "discriminator" section (strict: missing and unknown keys are errors); `path` is the
+// key path used in messages. Validates the result.
+DiscriminatorConfig parse_discriminator_config(const nlohmann::json& j,
+                                               const std::string& path = "config.discriminator");
+
+// A whole config file.
+struct AuroraConfig {
+  std::string source;                 // file path, for messages
+  nlohmann::json generator;           // raw section (null when absent); parsed by the generator
+  bool has_discriminator = false;
+  DiscriminatorConfig discriminator;  // valid when has_discriminator
+};
+
+// Parse a whole config document: an object whose keys are sections ("generator",
+// "discriminator"; "_" comments). An unknown section is an error.
+AuroraConfig parse_config(const nlohmann::json& root, const std::string& source = "<memory>");
+// Read and parse a file (JSON syntax errors name the file, line and column).
+AuroraConfig load_config(const std::string& path);
+// Read a file's JSON without interpreting it (to apply overrides before parse_config).
+nlohmann::json read_config_json(const std::string& path);
+
+// `--set key=value` overrides on the raw JSON: "discriminator.channels.64=512",
+// "discriminator.attention_resolutions=[16,8]". The value is parsed as JSON, or taken as a
+// string when it is not valid JSON. Every key on the path except the last must exist (so a typo
+// is reported, naming the first missing component); the last must exist too unless `allow_new`.
+void apply_override(nlohmann::json& root, const std::string& assignment, bool allow_new = false);
+
+}  // namespace engine::aurora
