@@ -2,6 +2,7 @@
 #include "aurora/config.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -211,6 +212,216 @@ DiscriminatorConfig parse_discriminator_config(const json& j, const std::string&
   c.text_layers = get_positive(j, path, "text_layers");
   c.cond_dim = get_positive(j, path, "cond_dim");
   c.predictor_layers = get_positive(j, path, "predictor_layers");
+  c.validate(path);
+  return c;
+}
+
+// ---- GeneratorConfig ------------------------------------------------------------------------
+
+namespace {
+
+constexpr KeySpec kGenKeys[] = {
+    {"image_size", "a power-of-two integer >= 4 (the largest synthesized resolution)"},
+    {"image_channels", "a positive integer (3 for RGB)"},
+    {"z_dim", "a positive integer (released: 128)"},
+    {"w_dim", "a positive integer (released: 1024)"},
+    {"mapping_layers", "a positive integer (released: 4)"},
+    {"mapping_hidden", "a positive integer (released: 1024)"},
+    {"mapping_lr_mul", "a positive number (released: 0.01)"},
+    {"text_in_dim", "a positive integer (CLIP ViT-L/14 token width 768)"},
+    {"text_width", "a positive integer divisible by text_heads (released: 1024)"},
+    {"text_heads", "a positive integer (released: 8)"},
+    {"text_layers", "a positive integer (released: 4)"},
+    {"text_mlp_ratio", "a positive integer (released: 4)"},
+    {"text_lr_mul", "a positive number (released: 0.01)"},
+    {"attn_heads", "a positive integer (released: 8)"},
+    {"attn_head_dim", "a positive integer (released: 64)"},
+    {"attn_groups", "a positive integer dividing the channels of every stage with attention (released: 32)"},
+    {"expert_hidden", "a positive integer (GEGLU hidden width; released: 2048)"},
+    {"residual_gain", "a positive number (released: 0.4)"},
+    {"attn_gain", "a positive number (released: 0.3)"},
+    {"fourier_sampling_rate", "a positive number (released: 4)"},
+    {"fourier_bandwidth", "a positive number (released: 1)"},
+    {"stages",
+     "an object {\"<resolution>\": {channels, conv_blocks, attn_modules, attn_depth, num_kernels, num_experts, mtm}} "
+     "for every resolution 4, 8, ..., image_size"},
+};
+
+constexpr KeySpec kStageKeys[] = {
+    {"channels", "a positive integer"},
+    {"conv_blocks", "an integer >= 0 (ResConv blocks; >= 1 at resolutions >= 8, where the first upsamples)"},
+    {"attn_modules", "an integer >= 0 (ResidualAttn modules; 0 at resolution 4)"},
+    {"attn_depth", "an integer >= 0 (AttentionBlocks per module; >= 1 when attn_modules > 0)"},
+    {"num_kernels", "a positive integer (adaptive kernels N)"},
+    {"num_experts", "an integer >= 0 (experts per MoE layer; 0 = dense GEGLU FFN)"},
+    {"mtm", "a boolean (MTM on the 4x4 input conv and on conv2 of every ResConv)"},
+};
+
+template <size_t N>
+const char* expected_in(const KeySpec (&keys)[N], const char* key) {
+  for (const KeySpec& k : keys)
+    if (std::strcmp(k.name, key) == 0) return k.expected;
+  return "?";
+}
+
+template <size_t N>
+int64_t get_int_min(const json& j, const std::string& path, const KeySpec (&keys)[N], const char* key, int64_t min) {
+  const int64_t x = get_int(j.at(key), path + "." + key, expected_in(keys, key));
+  ENGINE_CHECK(x >= min, "{}.{}: expected {}, got {}", path, key, expected_in(keys, key), x);
+  return x;
+}
+
+template <size_t N>
+double get_positive_number(const json& j, const std::string& path, const KeySpec (&keys)[N], const char* key) {
+  const json& v = j.at(key);
+  ENGINE_CHECK(v.is_number(), "{}.{}: expected {}, got {}", path, key, expected_in(keys, key), describe(v));
+  const double x = v.get<double>();
+  ENGINE_CHECK(x > 0 && std::isfinite(x), "{}.{}: expected {}, got {}", path, key, expected_in(keys, key), x);
+  return x;
+}
+
+}  // namespace
+
+nlohmann::json GeneratorStageConfig::to_json() const {
+  return json{{"channels", channels},       {"conv_blocks", conv_blocks}, {"attn_modules", attn_modules},
+              {"attn_depth", attn_depth},   {"num_kernels", num_kernels}, {"num_experts", num_experts},
+              {"mtm", mtm}};
+}
+
+std::vector<int64_t> GeneratorConfig::resolutions() const {
+  std::vector<int64_t> out;
+  for (int64_t r = 4; r <= image_size; r *= 2) out.push_back(r);
+  return out;
+}
+
+const GeneratorStageConfig& GeneratorConfig::stage(int64_t resolution) const {
+  const auto it = stages.find(resolution);
+  ENGINE_CHECK(it != stages.end(), "GeneratorConfig: no stage for resolution {}", resolution);
+  return it->second;
+}
+
+void GeneratorConfig::validate(const std::string& path) const {
+  ENGINE_CHECK(is_power_of_two(image_size) && image_size >= 4 && image_size <= (int64_t(1) << 20),
+               "{}.image_size: expected {}, got {}", path, expected_in(kGenKeys, "image_size"), image_size);
+  for (const char* key : {"image_channels", "z_dim", "w_dim", "mapping_layers", "mapping_hidden", "text_in_dim",
+                          "text_width", "text_heads", "text_layers", "text_mlp_ratio", "attn_heads", "attn_head_dim",
+                          "attn_groups", "expert_hidden"}) {
+    const json v = to_json().at(key);
+    ENGINE_CHECK(v.get<int64_t>() > 0, "{}.{}: expected {}, got {}", path, key, expected_in(kGenKeys, key), v.dump());
+  }
+  for (double x : {mapping_lr_mul, text_lr_mul, residual_gain, attn_gain, fourier_sampling_rate, fourier_bandwidth})
+    ENGINE_CHECK(x > 0 && std::isfinite(x), "{}: gains, learning-rate multipliers and Fourier settings must be positive",
+                 path);
+  ENGINE_CHECK(text_width % text_heads == 0, "{}.text_heads: {} does not divide text_width {}", path, text_heads,
+               text_width);
+  const std::vector<int64_t> need = resolutions();
+  for (const auto& [r, st] : stages)
+    ENGINE_CHECK(std::find(need.begin(), need.end(), r) != need.end(),
+                 "{}.stages.{}: resolution {} is not synthesized (image_size {} has {})", path, r, r, image_size,
+                 join(need));
+  for (int64_t r : need) {
+    const auto it = stages.find(r);
+    ENGINE_CHECK(it != stages.end(), "{}.stages: missing resolution {} (image_size {} needs {})", path, r, image_size,
+                 join(need));
+    const GeneratorStageConfig& s = it->second;
+    const std::string sp = path + ".stages." + std::to_string(r);
+    ENGINE_CHECK(s.channels > 0 && s.num_kernels > 0 && s.conv_blocks >= 0 && s.attn_modules >= 0 &&
+                     s.attn_depth >= 0 && s.num_experts >= 0,
+                 "{}: channels and num_kernels must be positive, the counts >= 0", sp);
+    if (r == 4) {
+      ENGINE_CHECK(s.attn_modules == 0, "{}.attn_modules: the 4x4 stage has no attention (spec 2), got {}", sp,
+                   s.attn_modules);
+    } else {
+      ENGINE_CHECK(s.conv_blocks >= 1, "{}.conv_blocks: expected >= 1 (the first ResConv upsamples), got {}", sp,
+                   s.conv_blocks);
+    }
+    if (s.attn_modules > 0) {
+      ENGINE_CHECK(s.attn_depth >= 1, "{}.attn_depth: expected >= 1 when attn_modules > 0, got {}", sp, s.attn_depth);
+      ENGINE_CHECK(s.channels % attn_groups == 0, "{}.channels: {} is not divisible by attn_groups {}", sp,
+                   s.channels, attn_groups);
+    }
+  }
+}
+
+nlohmann::json GeneratorConfig::to_json() const {
+  json st = json::object();
+  for (const auto& [r, s] : stages) st[std::to_string(r)] = s.to_json();
+  return json{{"image_size", image_size},
+              {"image_channels", image_channels},
+              {"z_dim", z_dim},
+              {"w_dim", w_dim},
+              {"mapping_layers", mapping_layers},
+              {"mapping_hidden", mapping_hidden},
+              {"mapping_lr_mul", mapping_lr_mul},
+              {"text_in_dim", text_in_dim},
+              {"text_width", text_width},
+              {"text_heads", text_heads},
+              {"text_layers", text_layers},
+              {"text_mlp_ratio", text_mlp_ratio},
+              {"text_lr_mul", text_lr_mul},
+              {"attn_heads", attn_heads},
+              {"attn_head_dim", attn_head_dim},
+              {"attn_groups", attn_groups},
+              {"expert_hidden", expert_hidden},
+              {"residual_gain", residual_gain},
+              {"attn_gain", attn_gain},
+              {"fourier_sampling_rate", fourier_sampling_rate},
+              {"fourier_bandwidth", fourier_bandwidth},
+              {"stages", st}};
+}
+
+GeneratorConfig parse_generator_config(const json& j, const std::string& path) {
+  ENGINE_CHECK(j.is_object(), "{}: expected an object with keys image_size, z_dim, stages, ..., got {}", path,
+               describe(j));
+  check_keys(j, path, kGenKeys);
+  GeneratorConfig c;
+  const auto I = [&](const char* key) { return get_int_min(j, path, kGenKeys, key, 1); };
+  const auto D = [&](const char* key) { return get_positive_number(j, path, kGenKeys, key); };
+  c.image_size = I("image_size");
+  c.image_channels = I("image_channels");
+  c.z_dim = I("z_dim");
+  c.w_dim = I("w_dim");
+  c.mapping_layers = I("mapping_layers");
+  c.mapping_hidden = I("mapping_hidden");
+  c.mapping_lr_mul = D("mapping_lr_mul");
+  c.text_in_dim = I("text_in_dim");
+  c.text_width = I("text_width");
+  c.text_heads = I("text_heads");
+  c.text_layers = I("text_layers");
+  c.text_mlp_ratio = I("text_mlp_ratio");
+  c.text_lr_mul = D("text_lr_mul");
+  c.attn_heads = I("attn_heads");
+  c.attn_head_dim = I("attn_head_dim");
+  c.attn_groups = I("attn_groups");
+  c.expert_hidden = I("expert_hidden");
+  c.residual_gain = D("residual_gain");
+  c.attn_gain = D("attn_gain");
+  c.fourier_sampling_rate = D("fourier_sampling_rate");
+  c.fourier_bandwidth = D("fourier_bandwidth");
+  const json& st = j.at("stages");
+  ENGINE_CHECK(st.is_object(), "{}.stages: expected {}, got {}", path, expected_in(kGenKeys, "stages"), describe(st));
+  for (const auto& item : st.items()) {
+    const std::string& key = item.key();
+    bool digits = !key.empty() && key.size() <= 9;
+    for (char ch : key) digits = digits && ch >= '0' && ch <= '9';
+    ENGINE_CHECK(digits, "{}.stages: key \"{}\" is not a resolution; expected {}", path, key,
+                 expected_in(kGenKeys, "stages"));
+    const std::string sp = path + ".stages." + key;
+    const json& sj = item.value();
+    ENGINE_CHECK(sj.is_object(), "{}: expected an object {{channels, conv_blocks, ...}}, got {}", sp, describe(sj));
+    check_keys(sj, sp, kStageKeys);
+    GeneratorStageConfig s;
+    s.channels = get_int_min(sj, sp, kStageKeys, "channels", 1);
+    s.conv_blocks = get_int_min(sj, sp, kStageKeys, "conv_blocks", 0);
+    s.attn_modules = get_int_min(sj, sp, kStageKeys, "attn_modules", 0);
+    s.attn_depth = get_int_min(sj, sp, kStageKeys, "attn_depth", 0);
+    s.num_kernels = get_int_min(sj, sp, kStageKeys, "num_kernels", 1);
+    s.num_experts = get_int_min(sj, sp, kStageKeys, "num_experts", 0);
+    ENGINE_CHECK(sj.at("mtm").is_boolean(), "{}.mtm: expected {}, got {}", sp, expected_in(kStageKeys, "mtm"),
+                 describe(sj.at("mtm")));
+    s.mtm = sj.at("mtm").get<bool>();
+    c.stages.emplace(std::stoll(key), s);
+  }
   c.validate(path);
   return c;
 }

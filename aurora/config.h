@@ -60,6 +60,60 @@ struct DiscriminatorConfig {
 DiscriminatorConfig parse_discriminator_config(const nlohmann::json& j,
                                                const std::string& path = "config.discriminator");
 
+// ---- Generator (spec sections 1, 2, 3, 5, 6; aurora/generator.h) ----------------------------
+
+// One resolution r of the synthesis network (a row of spec section 2's table).
+//   r = 4:  Fourier input, one 3x3 ModConv (MTM when `mtm`), then conv_blocks ResConv
+//   r >= 8: [ResConv, ResidualAttn] x n (the first ResConv upsamples); conv_blocks ResConv and
+//           attn_modules ResidualAttn, interleaved in that order (a surplus of either comes last)
+// then ToRGB (N = num_kernels). num_experts = 0 gives a dense GEGLU FFN instead of the MoE.
+struct GeneratorStageConfig {
+  int64_t channels = 0;
+  int64_t conv_blocks = 0;
+  int64_t attn_modules = 0;
+  int64_t attn_depth = 0;
+  int64_t num_kernels = 1;
+  int64_t num_experts = 0;
+  bool mtm = false;  // MTM on the 4x4 input conv and on conv2 of every ResConv of this stage
+  nlohmann::json to_json() const;
+};
+
+struct GeneratorConfig {
+  int64_t image_size = 0;      // largest resolution (power of two >= 4)
+  int64_t image_channels = 0;  // 3 for RGB
+  int64_t z_dim = 0;
+  int64_t w_dim = 0;
+  int64_t mapping_layers = 0;
+  int64_t mapping_hidden = 0;
+  double mapping_lr_mul = 0;
+  // Text head (spec 1): CLIP token width -> width, `text_layers` pre-LN blocks of `text_heads` heads.
+  int64_t text_in_dim = 0;
+  int64_t text_width = 0;  // also the width of t_g (mapping input) and t_seq (cross-attention context)
+  int64_t text_heads = 0;
+  int64_t text_layers = 0;
+  int64_t text_mlp_ratio = 0;
+  double text_lr_mul = 0;
+  // Attention (spec 5): inner width attn_heads * attn_head_dim; experts/FFN hidden width.
+  int64_t attn_heads = 0;
+  int64_t attn_head_dim = 0;
+  int64_t attn_groups = 0;  // GroupNorm groups of ResidualAttn
+  int64_t expert_hidden = 0;
+  double residual_gain = 0;  // 0.4
+  double attn_gain = 0;      // 0.3
+  double fourier_sampling_rate = 0;
+  double fourier_bandwidth = 0;
+  // Every resolution 4, 8, ..., image_size. In JSON an object keyed by the resolution as a string.
+  std::map<int64_t, GeneratorStageConfig> stages;
+
+  std::vector<int64_t> resolutions() const;  // 4, 8, ..., image_size
+  const GeneratorStageConfig& stage(int64_t resolution) const;  // throws when absent
+  void validate(const std::string& path = "config.generator") const;
+  nlohmann::json to_json() const;
+};
+
+// Parse one "generator" section (strict, as parse_discriminator_config). Validates the result.
+GeneratorConfig parse_generator_config(const nlohmann::json& j, const std::string& path = "config.generator");
+
 // A whole config file.
 struct AuroraConfig {
   std::string source;                 // file path, for messages

@@ -1,0 +1,210 @@
+// generator.cpp: Aurora's generator (structure and math in aurora/generator.h; docs/aurora-spec.md
+// sections 1, 2, 4, 5, 6).
+#include "aurora/generator.h"
+
+#include <algorithm>
+#include <string>
+
+#include "nn/moe.h"
+#include "nn/mtm.h"
+#include "tensor/memory/profiler.h"
+
+namespace engine::aurora {
+
+using nn::Module;
+
+nn::TextHeadConfig text_head_config(const GeneratorConfig& c) {
+  nn::TextHeadConfig t;
+  t.in_dim = c.text_in_dim;
+  t.width = c.text_width;
+  t.heads = c.text_heads;
+  t.layers = c.text_layers;
+  t.mlp_ratio = c.text_mlp_ratio;
+  t.lr_mul = c.text_lr_mul;
+  return t;
+}
+
+nn::MappingConfig mapping_config(const GeneratorConfig& c) {
+  nn::MappingConfig m;
+  m.z_dim = c.z_dim;
+  m.c_dim = c.text_width;  // t_g
+  m.w_dim = c.w_dim;
+  m.hidden = c.mapping_hidden;
+  m.num_layers = c.mapping_layers;
+  m.lr_mul = c.mapping_lr_mul;
+  return m;
+}
+
+namespace {
+
+// The FFN of every AttentionBlock of a stage: the sparse MoE (spec 6) or, with 0 experts, a dense
+// GEGLU FFN (spec 5.3's expert as a plain FFN; for small configs).
+nn::FfnFactory stage_ffn(const GeneratorConfig& g, const GeneratorStageConfig& s) {
+  if (s.num_experts == 0) return nn::dense_geglu_ffn(g.expert_hidden);
+  nn::MoEConfig mc;
+  mc.hidden = g.expert_hidden;
+  mc.num_experts = s.num_experts;
+  mc.w_dim = g.w_dim;
+  return [mc](Module& block, const nn::AttentionConfig& a) -> nn::FfnForward {
+    nn::MoEConfig c = mc;
+    c.channels = a.width;
+    c.lr_mul = a.lr_mul;
+    nn::MoE& m = block.register_module<nn::MoE>("moe", c);
+    return [&m](const Tensor& h, const Tensor& w) {
+      memory::ModuleScope scope("moe");
+      nn::MoEOutput o = m.forward(h, w);
+      return nn::FfnOutput{o.y, o.loss};
+    };
+  };
+}
+
+nn::ResConvConfig resconv_config(const GeneratorConfig& g, int64_t cin, int64_t cout, int64_t n, bool up) {
+  nn::ResConvConfig r;
+  r.in_channels = cin;
+  r.out_channels = cout;
+  r.w_dim = g.w_dim;
+  r.num_kernels = n;
+  r.upsample = up;
+  r.residual_gain = g.residual_gain;
+  return r;
+}
+
+Tensor add_loss(const Tensor& acc, const Tensor& l) {
+  if (!l.defined()) return acc;
+  return acc.defined() ? add(acc, l) : l;
+}
+
+}  // namespace
+
+// ---- SynthesisStage ---------------------------------------------------------------------------
+
+SynthesisStage::SynthesisStage(const GeneratorConfig& g, int64_t r)
+    : Module("SynthesisStage"), resolution(r), channels(g.stage(r).channels) {
+  const GeneratorStageConfig& s = g.stage(r);
+  const int64_t c = s.channels;
+  if (r == 4) {
+    nn::FourierConfig fc;
+    fc.w_dim = g.w_dim;
+    fc.channels = c;
+    fc.size = 4;
+    fc.sampling_rate = g.fourier_sampling_rate;
+    fc.bandwidth = g.fourier_bandwidth;
+    input = &register_module<nn::FourierFeatures>("input", fc);
+    nn::ModConvConfig mc;
+    mc.in_channels = mc.out_channels = c;
+    mc.kernel_size = 3;
+    mc.w_dim = g.w_dim;
+    mc.num_kernels = s.num_kernels;
+    mc.activation = nn::Activation::lrelu;
+    conv = &register_module<nn::ModulatedConv2d>("conv", mc);
+    if (s.mtm) conv->attach_mtm<nn::MTM>(c, g.w_dim);
+  }
+  const int64_t cin0 = r == 4 ? c : g.stage(r / 2).channels;
+  nn::ResidualAttnConfig ac;
+  ac.channels = c;
+  ac.depth = s.attn_depth;
+  ac.groups = g.attn_groups;
+  ac.gain = g.attn_gain;
+  ac.attn.heads = g.attn_heads;
+  ac.attn.head_dim = g.attn_head_dim;
+  ac.attn.width = g.attn_heads * g.attn_head_dim;
+  ac.attn.context_dim = g.text_width;
+  ac.attn.w_dim = g.w_dim;
+  const nn::FfnFactory ffn = stage_ffn(g, s);
+  for (int64_t i = 0; i < std::max(s.conv_blocks, s.attn_modules); ++i) {
+    if (i < s.conv_blocks) {
+      const bool up = r > 4 && i == 0;
+      nn::ResConv& b = register_module<nn::ResConv>("conv" + std::to_string(i),
+                                                    resconv_config(g, i == 0 ? cin0 : c, c, s.num_kernels, up));
+      if (s.mtm) b.conv2.attach_mtm<nn::MTM>(c, g.w_dim);  // spec 4: only conv2 (never upsampling)
+      convs.push_back(&b);
+      order.push_back(&b);
+    }
+    if (i < s.attn_modules) {
+      nn::ResidualAttn& a = register_module<nn::ResidualAttn>("attn" + std::to_string(i), ac, ffn);
+      attns.push_back(&a);
+      order.push_back(&a);
+    }
+  }
+  torgb = &register_module<nn::ToRGB>("torgb", c, g.w_dim, s.num_kernels, g.image_channels);
+}
+
+Tensor SynthesisStage::forward(const Tensor& x_in, const Tensor& w, const Tensor& t_seq, Tensor* moe_loss) const {
+  Tensor x = x_in;
+  if (input) {
+    x = input->forward(w);
+    x = conv->forward(x, w);
+  }
+  ENGINE_CHECK(x.defined(), "SynthesisStage b{}: needs the previous stage's features", resolution);
+  for (Module* m : order) {
+    if (auto* rc = dynamic_cast<nn::ResConv*>(m)) {
+      x = rc->forward(x, w);
+    } else {
+      const nn::ResidualAttnOutput o = static_cast<nn::ResidualAttn*>(m)->forward(x, w, t_seq);
+      x = o.x;
+      *moe_loss = add_loss(*moe_loss, o.loss);
+    }
+  }
+  return x;
+}
+
+// ---- Synthesis --------------------------------------------------------------------------------
+
+Synthesis::Synthesis(const GeneratorConfig& g) : Module("Synthesis"), config(g) {
+  g.validate();
+  for (int64_t r : g.resolutions())
+    stages[r] = &register_module<SynthesisStage>("b" + std::to_string(r), g, r);
+}
+
+Synthesis::Output Synthesis::forward(const Tensor& w, const Tensor& t_seq, int64_t max_res) const {
+  if (max_res == 0) max_res = config.image_size;
+  ENGINE_CHECK(stages.count(max_res), "Synthesis: max_resolution {} is not one of the stages 4 .. {}", max_res,
+               config.image_size);
+  ENGINE_CHECK(w.defined() && w.dim() == 2 && w.size(1) == config.w_dim, "Synthesis: expected w [B, {}], got {}",
+               config.w_dim, w.defined() ? w.sizes().str() : std::string("undefined"));
+  ENGINE_CHECK(t_seq.defined() && t_seq.dim() == 3 && t_seq.size(0) == w.size(0) && t_seq.size(2) == config.text_width,
+               "Synthesis: expected t_seq [{}, L, {}], got {}", w.size(0), config.text_width,
+               t_seq.defined() ? t_seq.sizes().str() : std::string("undefined"));
+  Output out;
+  Tensor x, img;
+  for (const auto& [r, st] : stages) {
+    if (r > max_res) break;
+    memory::ModuleScope scope("b" + std::to_string(r));
+    x = st->forward(x, w, t_seq, &out.moe_loss);
+    img = nn::skip_image_sum(st->torgb->forward(x, w), img);
+    out.images[r] = img;
+  }
+  if (!out.moe_loss.defined()) out.moe_loss = zeros({}, TensorOptions{w.dtype(), w.device(), memory::Kind::activation});
+  return out;
+}
+
+// ---- Generator --------------------------------------------------------------------------------
+
+Generator::Generator(const GeneratorConfig& g)
+    : Module("Generator"),
+      config(g),
+      text_head(register_module<nn::TextHead>("text_head", text_head_config(g))),
+      mapping(register_module<nn::MappingNetwork>("mapping", mapping_config(g))),
+      synthesis(register_module<Synthesis>("synthesis", g)) {}
+
+Generator::Output Generator::forward(const Tensor& z, const Tensor& clip_tokens, const Tensor& eot_index,
+                                     int64_t max_res) const {
+  Output out;
+  {
+    memory::ModuleScope scope("text_head");
+    const nn::TextHeadOutput t = text_head.forward(clip_tokens, eot_index);
+    out.t_g = t.t_g;
+    out.t_seq = t.t_seq;
+  }
+  {
+    memory::ModuleScope scope("mapping");
+    out.w = mapping.forward(z, out.t_g);
+  }
+  memory::ModuleScope scope("synthesis");
+  Synthesis::Output s = synthesis.forward(out.w, out.t_seq, max_res);
+  out.images = std::move(s.images);
+  out.moe_loss = s.moe_loss;
+  return out;
+}
+
+}  // namespace engine::aurora

@@ -1,0 +1,102 @@
+// generator.h: Aurora's text-to-image generator (docs/aurora-spec.md sections 1, 2, 4, 5, 6; the
+// released 64x64 configuration and its parameter counts in section 10).
+//
+//   (t_g, t_seq) = TextHead(clip_tokens, eot)                         spec 1 (nn/text_head.h)
+//   w            = Mapping(z, t_g)                                    spec 1 (nn/mapping.h)
+//   images, moe  = Synthesis(w, t_seq)                                spec 2
+// w is broadcast to every synthesis module (repeat_w: all 23 wp rows of the released model hold the
+// same w, so we pass w itself; per-layer mixing would need a [B, num_ws, w_dim] input).
+//
+// Synthesis, per resolution r (GeneratorStageConfig, one row of the table of spec section 2):
+//   r = 4:   x = FourierFeatures(w)                       `b4.input`   (spec 2 "Input at 4x4")
+//            x = ModConv3x3(x, w) (+ MTM when stage.mtm)  `b4.conv`    (lrelu, N = N_4)
+//            x = ResConv_i(x, w), i < conv_blocks         `b4.conv{i}`
+//   r >= 8:  [ResConv_i, ResidualAttn_i] interleaved       `b{r}.conv{i}`, `b{r}.attn{i}`
+//            ResConv_0 upsamples (fused, spec 2 "Upsampling"); MTM on every conv2 when stage.mtm
+//            (spec 4: r <= 16); ResidualAttn with depth attn_depth and, in each AttentionBlock, an
+//            MoE of num_experts GEGLU experts (`...blockJ.moe`, spec 6) or a dense GEGLU FFN when 0
+//   every r: y_r = ToRGB_r(x, w) (`b{r}.torgb`, 1x1, no demodulation, N = N_r);
+//            img_r = y_r + Up2(img_{r/2})  (skip architecture, kept in fp32: nn/torgb.h)
+//   moe_loss = sum of the 0.001 L_z + 0.001 L_aux of every MoE layer (spec 6).
+// Progressive growing (spec 9): forward(.., max_resolution) stops after that resolution.
+//
+// Parameter names: text_head.*, mapping.dense{i}.*, synthesis.b{r}.{input, conv, conv{i}, attn{i},
+// torgb}.*, e.g. synthesis.b16.attn0.block1.moe.experts.3.w1.weight (the project convention of the
+// model preamble). Registration order = forward order (flat-buffer locality).
+// The module can be built in meta mode (no ParameterStore::materialize): num_parameters() of the
+// paper64 preset is the spec's 1166.3 M (tests/test_generator.cpp).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <vector>
+
+#include "aurora/config.h"
+#include "nn/attention.h"
+#include "nn/fourier.h"
+#include "nn/mapping.h"
+#include "nn/modconv.h"
+#include "nn/module.h"
+#include "nn/resconv.h"
+#include "nn/text_head.h"
+#include "nn/torgb.h"
+
+namespace engine::aurora {
+
+// One resolution of the synthesis network.
+class SynthesisStage : public nn::Module {
+ public:
+  SynthesisStage(const GeneratorConfig& config, int64_t resolution);
+
+  // x: the previous stage's features (undefined at r = 4); returns this stage's features and adds
+  // the stage's MoE losses to *moe_loss (left undefined when there are none).
+  Tensor forward(const Tensor& x, const Tensor& w, const Tensor& t_seq, Tensor* moe_loss) const;
+
+  int64_t resolution, channels;
+  nn::FourierFeatures* input = nullptr;   // r = 4 only
+  nn::ModulatedConv2d* conv = nullptr;    // r = 4 only: the 3x3 conv after the input
+  std::vector<nn::ResConv*> convs;        // conv{i}
+  std::vector<nn::ResidualAttn*> attns;   // attn{i}
+  std::vector<nn::Module*> order;         // forward order of convs and attns
+  nn::ToRGB* torgb = nullptr;
+};
+
+class Synthesis : public nn::Module {
+ public:
+  explicit Synthesis(const GeneratorConfig& config);
+
+  struct Output {
+    std::map<int64_t, Tensor> images;  // img_r [B, image_channels, r, r] for every r <= max
+    Tensor moe_loss;                    // scalar (zero when the network has no MoE layer)
+  };
+  // w [B, w_dim], t_seq [B, L, text_width]; max_resolution 0 = image_size.
+  Output forward(const Tensor& w, const Tensor& t_seq, int64_t max_resolution = 0) const;
+
+  GeneratorConfig config;
+  std::map<int64_t, SynthesisStage*> stages;  // b{r}
+};
+
+class Generator : public nn::Module {
+ public:
+  explicit Generator(const GeneratorConfig& config);
+
+  struct Output {
+    std::map<int64_t, Tensor> images;  // img_res_{r}x{r}
+    Tensor moe_loss;
+    Tensor w;      // [B, w_dim]
+    Tensor t_g;    // [B, text_width]
+    Tensor t_seq;  // [B, L - 1, text_width]
+  };
+  // z [B, z_dim]; clip_tokens [B, L, text_in_dim] (CLIP ln_final states); eot_index i64 [B].
+  Output forward(const Tensor& z, const Tensor& clip_tokens, const Tensor& eot_index,
+                 int64_t max_resolution = 0) const;
+
+  GeneratorConfig config;
+  nn::TextHead& text_head;
+  nn::MappingNetwork& mapping;
+  Synthesis& synthesis;
+};
+
+nn::TextHeadConfig text_head_config(const GeneratorConfig& c);
+nn::MappingConfig mapping_config(const GeneratorConfig& c);
+
+}  // namespace engine::aurora
