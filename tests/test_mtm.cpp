@@ -6,16 +6,38 @@
 //    with sigma and beta set non-zero so offsets and mask are generic (fractional offsets: the
 //    bilinear sampling is smooth there; a kink would need a sample exactly on a grid line).
 //  - Offsets/mask layout: offsets = o[:, :18], mask = 2 sigmoid(o[:, 18:]); names and counts.
+//  - Parity with PyTorch (tests/parity/ref_mtm.py: the host conv and MTM written literally from
+//    spec sections 3 and 4 with torchvision.ops.deform_conv2d, batch folded into channels): every
+//    parameter perturbed by 0.3 N(0, 1) (so sigma, beta != 0: offsets of a fraction of a pixel,
+//    generic mask), our state_dict and inputs written to safetensors, y and the gradients of
+//    <y, gy> w.r.t. x, w and every parameter compared with the project tolerances
+//    (f32: rtol 1e-4, atol 1e-5; f64: rtol 1e-9, atol 1e-11).
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "autograd/engine.h"
 #include "autograd/gradcheck.h"
+#include "io/safetensors.h"
+#include "nn/state_dict.h"
 #include "autograd/grad_mode.h"
 #include "nn/mtm.h"
 #include "tensor/ops.h"
+
+#ifndef ENGINE_PYTHON
+#error "ENGINE_PYTHON must be defined (tests/CMakeLists.txt does)"
+#endif
 
 using namespace engine;
 using namespace engine::nn;
@@ -112,4 +134,124 @@ TEST_CASE("MTM errors") {
   ModConvConfig c = host_config(3, 2, 4, 1);
   c.upsample = true;
   CHECK_THROWS_AS(ModulatedConv2d(c).attach_mtm<MTM>(3, 4), Error);
+}
+
+// ---- Parity with PyTorch ----------------------------------------------------------------------
+
+namespace {
+
+struct ParityCase {
+  std::string name;
+  int64_t cin, cout, w_dim, n, B, H;
+  DType dtype;
+  uint64_t seed;
+};
+
+struct ParityBuilt {
+  std::unique_ptr<ModulatedConv2d> m;
+  ParameterStore store;
+  Tensor x, w, gy;
+};
+
+void build_parity(const ParityCase& c, ParityBuilt& b) {
+  b.m = std::make_unique<ModulatedConv2d>(host_config(c.cin, c.cout, c.w_dim, c.n));
+  b.m->attach_mtm<MTM>(c.cin, c.w_dim);
+  b.store.materialize(*b.m, c.seed, TensorOptions{c.dtype, Device::cpu(), memory::Kind::param});
+  Generator g(c.seed + 1);
+  {
+    autograd::NoGradGuard ng;
+    for (auto& [name, p] : b.store.parameters()) add_(p->value, randn(p->shape, g, opts(c.dtype)), 0.3);
+  }
+  b.x = randn({c.B, c.cin, c.H, c.H}, g, opts(c.dtype)).requires_grad_(true);
+  b.w = randn({c.B, c.w_dim}, g, opts(c.dtype)).requires_grad_(true);
+  b.gy = randn({c.B, c.cout, c.H, c.H}, g, opts(c.dtype));
+}
+
+const std::vector<ParityCase>& parity_cases() {
+  static const std::vector<ParityCase> v = {
+      {"mtm_n1", 6, 5, 7, 1, 3, 6, DType::f32, 1},
+      {"mtm_n2", 6, 5, 7, 2, 2, 7, DType::f32, 2},
+      {"mtm_n4_wide", 16, 12, 8, 4, 2, 5, DType::f32, 3},
+      {"mtm_n2_f64", 5, 4, 6, 2, 2, 5, DType::f64, 4},
+  };
+  return v;
+}
+
+// Writes every case, runs the reference once; returns the directory ("" on failure).
+const std::string& parity_dir() {
+  static std::string dir;
+  static bool done = false;
+  if (done) return dir;
+  done = true;
+  char tmpl[] = "/tmp/test_mtm_XXXXXX";
+  const char* d = mkdtemp(tmpl);
+  REQUIRE_MESSAGE(d != nullptr, "mkdtemp failed");
+  dir = d;
+  std::string cmd = std::string(ENGINE_PYTHON) + " " + ENGINE_SOURCE_DIR + "/tests/parity/ref_mtm.py " + dir;
+  for (const ParityCase& c : parity_cases()) {
+    ParityBuilt b;
+    build_parity(c, b);
+    save_state_dict(*b.m, dir + "/" + c.name + ".weights.safetensors");
+    io::save_safetensors(dir + "/" + c.name + ".inputs.safetensors", {{"in/x", b.x}, {"in/w", b.w}, {"gy", b.gy}},
+                         {{"config", "{}"}});
+    cmd += " " + c.name;
+  }
+  const std::string log = dir + "/ref.log";
+  const int rc = std::system((cmd + " > " + log + " 2>&1").c_str());
+  if (rc != 0) {
+    std::ifstream f(log);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    FAIL_CHECK("PyTorch reference failed (rc " << rc << "): " << cmd << "\n"
+                                               << ss.str() << "\n(needs " ENGINE_PYTHON " with torch and torchvision)");
+    dir.clear();
+  }
+  return dir;
+}
+
+std::string check_close(const std::string& what, const Tensor& ours_in, const Tensor& ref, DType dt) {
+  const Tensor ours = ours_in.defined() ? ours_in : zeros(ref.sizes(), opts(ref.dtype()));
+  REQUIRE_MESSAGE(ours.sizes() == ref.sizes(), what << ": shape " << ours.sizes().str() << " vs " << ref.sizes().str());
+  const double rtol = dt == DType::f64 ? 1e-9 : 1e-4, atol = dt == DType::f64 ? 1e-11 : 1e-5;
+  const std::vector<double> a = ours.to_vector(), r = ref.to_vector();
+  double worst = 0, worst_abs = 0;
+  size_t wi = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double diff = std::fabs(a[i] - r[i]);
+    const double ratio = std::isnan(diff) ? INFINITY : diff / (atol + rtol * std::fabs(r[i]));
+    if (ratio > worst) worst = ratio, wi = i;
+    worst_abs = std::max(worst_abs, diff);
+  }
+  CHECK_MESSAGE(worst <= 1.0, what << ": element " << wi << " ours " << (a.empty() ? 0 : a[wi]) << " ref "
+                                   << (r.empty() ? 0 : r[wi]) << " (worst/allowed " << worst << ")");
+  char buf[200];
+  std::snprintf(buf, sizeof buf, "\n  %-34s max|diff| %.3g  worst/allowed %.3f", what.c_str(), worst_abs, worst);
+  return buf;
+}
+
+}  // namespace
+
+TEST_CASE("MTM parity with PyTorch (torchvision deform_conv2d, batch folded into channels)") {
+  for (const ParityCase& c : parity_cases()) {
+    SUBCASE(c.name.c_str()) {
+      const std::string& dir = parity_dir();
+      REQUIRE_MESSAGE(!dir.empty(), "the PyTorch reference did not run");
+      const auto ref = io::load_safetensors(dir + "/" + c.name + ".out.safetensors");
+      ParityBuilt b;
+      build_parity(c, b);
+      const Tensor y = b.m->forward(b.x, b.w);
+      std::string report = check_close("y", y, ref.at("out/y"), c.dtype);
+      TensorList wrt = {b.x, b.w};
+      std::vector<std::string> names = {"x", "w"};
+      for (auto& [name, p] : b.store.parameters()) {
+        wrt.push_back(p->value);
+        names.push_back(name);
+      }
+      const TensorList g = autograd::grad({y}, wrt, {b.gy}, false, /*allow_unused=*/true);
+      REQUIRE(ref.size() == 1 + names.size());
+      for (size_t i = 0; i < names.size(); ++i)
+        report += check_close("grad/" + names[i], g[i], ref.at("grad/" + names[i]), c.dtype);
+      MESSAGE("parity " << c.name << ":" << report);
+    }
+  }
 }
