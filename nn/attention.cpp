@@ -153,32 +153,6 @@ Tensor Conv1x1::from_tokens(const Tensor& t) const {
   return matmul(scaled_weight(), transpose(t, 1, 2));  // [out, in] x [B, in, HW] -> [B, out, HW]
 }
 
-ModulatedLinearLocal::ModulatedLinearLocal(int64_t in, int64_t out, int64_t w_dim, double lr, double eps)
-    : Module("ModulatedLinearLocal"),
-      in_channels(in),
-      out_channels(out),
-      lr_mul(lr),
-      demod_eps(eps),
-      // Stored as N(0, 1/lr_mul); the demodulated path never applies the equalized-lr weight gain
-      // (demodulation removes any per-row scale).
-      weight(register_parameter("weight", {out, in}, Init::normal(1.0 / lr), lr)),
-      bias(register_parameter("bias", {out}, Init::zeros(), lr, false)),
-      // Spec 3.2 / 11.5: every modulation style bias starts at 1.
-      style(register_module<EqualLinear>("style", w_dim, in, true, 1.0, lr)) {}
-
-Tensor ModulatedLinearLocal::forward(const Tensor& x, const Tensor& w) const {
-  memory::ModuleScope scope("proj_out");
-  check_tokens("ModulatedLinear", "x", x, in_channels);
-  check_w("ModulatedLinear", w, x.size(0), style.in_features);
-  Tensor s = style.forward(w);                                                    // [B, in]
-  s = mul(s, rsqrt(mean(square(s))));                                             // rms over the whole batch
-  const Tensor kn = mul(weight.value, rsqrt(mean(square(weight.value), {1}, true)));  // rows of unit rms
-  Tensor wb = mul(unsqueeze(kn, 0), unsqueeze(s, 1));                             // [B, out, in]
-  wb = mul(wb, rsqrt(add(sum(square(wb), {2}, true), demod_eps)));                 // demodulate rows
-  const Tensor y = bmm(x, transpose(wb, 1, 2));                                   // [B, T, out]
-  return add(y, lr_mul == 1.0 ? bias.value : mul(bias.value, lr_mul));
-}
-
 // ---- Self- and cross-attention --------------------------------------------------------------
 
 namespace {
@@ -196,7 +170,8 @@ SelfAttention::SelfAttention(const AttentionConfig& c)
       config(checked(c)),
       to_qk(register_module<EqualLinear>("to_qk", c.width, 2 * c.inner(), false, 0.0, c.lr_mul)),
       to_v(register_module<EqualLinear>("to_v", c.width, c.inner(), false, 0.0, c.lr_mul)),
-      proj_out(register_module<ModulatedLinearLocal>("proj_out", c.inner(), c.width, c.w_dim, c.lr_mul, c.demod_eps)) {}
+      proj_out(register_module<ModulatedLinear>("proj_out", c.inner(), c.width, c.w_dim, /*bias=*/true,
+                                                Activation::linear, c.lr_mul, /*demodulate=*/true, c.demod_eps)) {}
 
 Tensor SelfAttention::forward(const Tensor& h, const Tensor& w) const {
   memory::ModuleScope scope("self_attn");
@@ -207,6 +182,7 @@ Tensor SelfAttention::forward(const Tensor& h, const Tensor& w) const {
   const Tensor qk = view(to_qk.forward(h), {B, T, H, 2, d});
   const Tensor v = view(to_v.forward(h), {B, T, H, d});
   const Tensor o = l2_attention(select(qk, 3, 0), select(qk, 3, 1), v, config.eps);  // [B, T, inner]
+  memory::ModuleScope proj_scope("proj_out");
   return proj_out.forward(o, w);
 }
 

@@ -14,7 +14,8 @@
 //             head n are q_n then k_n (rows [2 n d, 2 n d + d) are W_q of head n, the next d rows
 //             W_k of head n), because the released code splits heads before splitting q from k.
 //   v     = W_v h        C -> heads * head_dim, no bias
-//   out   = ModLinear_w(L2Attn(q, k, v))   a 1x1 w-modulated, demodulated linear with bias (spec 3.3)
+//   out   = ModLinear_w(L2Attn(q, k, v))   a 1x1 w-modulated, demodulated linear with bias (spec 3.3;
+//           nn::ModulatedLinear of nn/modconv.h)
 // CrossAttention (spec 5.2), on LN2(x) and the text tokens t_seq [B, L, context_dim] (L = 76):
 //   q = W_q h (C -> inner), [k | v] = W_kv t (context_dim -> 2 inner; k is the first half), no
 //   biases; out = W_o L2Attn(q, k, v) + b_o. No text mask: all L tokens are attended (spec 11.3).
@@ -52,6 +53,7 @@
 #include <vector>
 
 #include "nn/layers.h"
+#include "nn/modconv.h"
 #include "nn/module.h"
 
 namespace engine::nn {
@@ -116,25 +118,6 @@ class Conv1x1 : public Module {
   Tensor scaled_weight() const;  // [out, in] * weight_gain
 };
 
-// LOCAL HELPER, to be replaced by nn::ModulatedLinear of nn/modconv.h (branch `modconv`) when it
-// lands. A w-modulated, demodulated 1x1 linear with bias over tokens (spec 3.2-3.3, N = 1):
-//   s = A w + b_A (bias init 1);  K <- K / rms_row(K);  s <- s / rms(s);
-//   W_b = K * s_b;  W_b <- W_b / sqrt(sum_in W_b^2 + eps);  y = x W_b^T + bias * lr_mul
-// Parameter names and order as nn/moe.h's router: weight [out, in], bias [out], style.weight,
-// style.bias (the released proj_out.weight is [1, out, in, 1, 1]).
-class ModulatedLinearLocal : public Module {
- public:
-  ModulatedLinearLocal(int64_t in_channels, int64_t out_channels, int64_t w_dim, double lr_mul = 1.0,
-                       double demod_eps = 1e-8);
-  Tensor forward(const Tensor& x, const Tensor& w) const;  // x [B, T, in], w [B, w_dim] -> [B, T, out]
-
-  int64_t in_channels, out_channels;
-  double lr_mul, demod_eps;
-  Parameter& weight;
-  Parameter& bias;
-  EqualLinear& style;
-};
-
 // ---- Layers ---------------------------------------------------------------------------------
 
 struct AttentionConfig {
@@ -158,7 +141,7 @@ class SelfAttention : public Module {
   AttentionConfig config;
   EqualLinear& to_qk;  // width -> 2 * inner, per-head [q_n | k_n] layout (header comment)
   EqualLinear& to_v;   // width -> inner
-  ModulatedLinearLocal& proj_out;  // inner -> width, modulated by w
+  ModulatedLinear& proj_out;  // inner -> width, modulated by w, demodulated, with bias (nn/modconv.h)
 };
 
 class CrossAttention : public Module {
