@@ -156,6 +156,12 @@ Synthesis::Synthesis(const GeneratorConfig& g) : Module("Synthesis"), config(g) 
     stages[r] = &register_module<SynthesisStage>("b" + std::to_string(r), g, r);
 }
 
+int64_t Synthesis::num_ws() const {
+  int64_t n = 0;
+  for (const auto& [r, st] : stages) n += (st->conv ? 1 : 0) + int64_t(st->order.size());
+  return n;
+}
+
 Synthesis::Output Synthesis::forward(const Tensor& w, const Tensor& t_seq, int64_t max_res) const {
   if (max_res == 0) max_res = config.image_size;
   ENGINE_CHECK(stages.count(max_res), "Synthesis: max_resolution {} is not one of the stages 4 .. {}", max_res,

@@ -71,6 +71,10 @@ class Synthesis : public nn::Module {
   // w [B, w_dim], t_seq [B, L, text_width]; max_resolution 0 = image_size.
   Output forward(const Tensor& w, const Tensor& t_seq, int64_t max_resolution = 0) const;
 
+  // Modules that take a w (the released wp rows): the 4x4 conv, every ResConv and ResidualAttn
+  // (spec 2: 23 for the released model; ToRGB layers reuse their stage's last row).
+  int64_t num_ws() const;
+
   GeneratorConfig config;
   std::map<int64_t, SynthesisStage*> stages;  // b{r}
 };

@@ -122,6 +122,7 @@ TEST_CASE("paper64 generator: meta-mode parameter counts equal spec section 10")
     CHECK(std::abs(M(s.torgb->num_parameters()) - l.torgb) < 0.005);
     CHECK(input + convs + attn + s.torgb->num_parameters() == s.num_parameters());
   }
+  CHECK(g.synthesis.num_ws() == 23);  // spec 1 "w broadcast" / spec 2's wp indices 0-22
   CHECK(moe_layers == 18);
   CHECK(experts == 168);
   MESSAGE("experts " << M(expert_params) << " M");
