@@ -170,14 +170,16 @@ TEST_CASE("tiny16 generator: forward shapes, moe loss, backward") {
   for (auto& [r, img] : o.images) loss = add(loss, mean(square(img)));
   autograd::backward(loss);
   int64_t nonzero = 0, total = 0;
+  std::string zero_names;
   for (auto& [n, p] : store.parameters()) {
     ++total;
     const Tensor gr = p->value.grad();
     bool nz = false;
     for (double v : gr.to_vector()) nz = nz || v != 0.0;
     nonzero += nz;
+    if (!nz) zero_names += " " + n;
   }
-  MESSAGE(nonzero << " of " << total << " parameters have a non-zero gradient");
+  MESSAGE(nonzero << " of " << total << " parameters have a non-zero gradient; zero:" << zero_names);
   auto grad_nonzero = [&](const std::string& name) {
     nn::Parameter* p = store.find(name);
     REQUIRE_MESSAGE(p != nullptr, name);
@@ -191,6 +193,44 @@ TEST_CASE("tiny16 generator: forward shapes, moe loss, backward") {
   CHECK(grad_nonzero("synthesis.b4.conv.mtm.out_scale"));  // sigma = 0, but d/d sigma is not
   CHECK(grad_nonzero("synthesis.b16.torgb.weight"));
   CHECK(grad_nonzero("synthesis.b16.attn0.block0.moe.router.weight"));
+
+  // At initialisation the MTM predictors (sigma = 0) and everything inside a ResidualAttn that only
+  // feeds the zero-initialised proj_out (the experts) get exactly zero gradient: the list above.
+  // With those parameters non-zero, the gradient reaches them too.
+  {
+    autograd::NoGradGuard ng;
+    engine::Generator r2(9);
+    for (auto& [n, p] : store.parameters()) {
+      const auto ends_with = [&n](const std::string& suffix) {
+        return n.size() >= suffix.size() && n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0;
+      };
+      // sigma of every MTM, and ResidualAttn.proj_out (not the blocks' own proj_out layers).
+      const bool zero_init = ends_with(".mtm.out_scale") ||
+                             (ends_with("proj_out.weight") && n.find(".block") == std::string::npos);
+      if (zero_init) add_(p->value, randn(p->shape, r2), 0.3);
+    }
+    store.zero_grad();
+  }
+  {
+    const aurora::Generator::Output o2 = g.forward(z, tokens, eot);
+    Tensor loss2 = o2.moe_loss;
+    for (auto& [r, img] : o2.images) loss2 = add(loss2, mean(square(img)));
+    autograd::backward(loss2);
+    CHECK(grad_nonzero("synthesis.b4.conv.mtm.offset_conv.weight"));
+    CHECK(grad_nonzero("synthesis.b16.conv0.conv2.mtm.offset_conv.style.weight"));
+    CHECK(grad_nonzero("synthesis.b16.attn0.block0.self_attn.to_qk.weight"));
+    int64_t nz2 = 0;
+    std::string zero2;
+    for (auto& [n, p] : store.parameters()) {
+      bool nz = false;
+      for (double v : p->value.grad().to_vector()) nz = nz || v != 0.0;
+      nz2 += nz;
+      if (!nz) zero2 += " " + n;
+    }
+    MESSAGE("after making sigma and the attention proj_out non-zero: " << nz2 << " of " << total
+                                                                        << " parameters have a non-zero gradient; zero (experts that got no token):" << zero2);
+    CHECK(nz2 == total);  // deterministic seeds: every expert of this case receives tokens
+  }
 
   // Progressive growing: stop after 8x8.
   const aurora::Generator::Output o8 = g.forward(z, tokens, eot, 8);
