@@ -188,7 +188,7 @@ Synthesis::Output Synthesis::forward(const Tensor& w, const Tensor& t_seq, int64
 
 Generator::Generator(const GeneratorConfig& g)
     : Module("Generator"),
-      config(g),
+      config((g.validate(), g)),  // validate first: a bad config is reported before any submodule is built
       text_head(register_module<nn::TextHead>("text_head", text_head_config(g))),
       mapping(register_module<nn::MappingNetwork>("mapping", mapping_config(g))),
       synthesis(register_module<Synthesis>("synthesis", g)) {}
