@@ -336,7 +336,8 @@ TEST_CASE("config: the presets load, validate and have the documented geometry")
     INFO(name);
     const aurora::AuroraConfig c = aurora::load_config(preset_path(name));
     REQUIRE(c.has_discriminator);
-    CHECK(c.generator.is_null());  // only the discriminator section so far
+    // The generator section parses too, and both networks agree on the image size.
+    CHECK(aurora::parse_generator_config(c.generator).image_size == c.discriminator.image_size);
   }
   const DiscriminatorConfig p = aurora::load_config(preset_path("paper64")).discriminator;
   CHECK(p.image_size == 64);
