@@ -28,6 +28,7 @@
 #include "autograd/engine.h"
 #include "nn/modconv.h"
 #include "nn/torgb.h"
+#include "bench/bench_util.h"
 #include "tensor/memory/memory.h"
 
 extern "C" void openblas_set_num_threads(int);
@@ -35,48 +36,8 @@ extern "C" void openblas_set_num_threads(int);
 using namespace engine;
 using namespace engine::nn;
 
-namespace {
-
-struct Result {
-  double time_ms = 0;
-  int64_t peak_bytes = 0;
-};
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-Result measure(const std::function<void()>& fn, int reps) {
-  for (int i = 0; i < 2; ++i) fn();
-  std::vector<double> times;
-  for (int i = 0; i < reps; ++i) {
-    auto t0 = std::chrono::steady_clock::now();
-    fn();
-    times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  }
-  const int64_t before = memory::stats(Device::cpu()).live;
-  memory::reset_peak(Device::cpu());
-  fn();
-  Result r;
-  r.time_ms = median(times);
-  r.peak_bytes = memory::stats(Device::cpu()).peak - before;
-  return r;
-}
-
-std::string run_command(const std::string& cmd) {
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  ENGINE_CHECK(p != nullptr, "bench_modconv: cannot run '{}'", cmd);
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  const int rc = pclose(p);
-  ENGINE_CHECK(rc == 0, "bench_modconv: '{}' failed (exit {}); is python3-torch installed?", cmd, rc);
-  return out;
-}
-
-}  // namespace
+using bench::measure;
+using bench::Result;
 
 int main(int argc, char** argv) {
   int threads = 2, reps = 5;
@@ -147,20 +108,7 @@ int main(int argc, char** argv) {
   const std::string cmd = std::string(ENGINE_PYTHON) + " " + ENGINE_SOURCE_DIR +
                           "/bench/bench_modconv_torch.py --threads " + std::to_string(threads) + " --reps " +
                           std::to_string(reps) + " --config '" + cases.dump() + "'";
-  nlohmann::json ref = nlohmann::json::parse(run_command(cmd));
-  std::printf("%-16s %12s %12s %8s %14s %14s %8s\n", "case", "ours ms", "torch ms", "ratio", "ours peak B",
-              "torch peak B", "ratio");
-  for (const auto& [name, r] : ours) {
-    const double t_ref = ref[name]["time_ms"].get<double>(), m_ref = ref[name]["peak_bytes"].get<double>();
-    std::printf("%-16s %12.3f %12.3f %8.3f %14lld %14.0f %8.3f\n", name.c_str(), r.time_ms, t_ref, r.time_ms / t_ref,
-                (long long)r.peak_bytes, m_ref, m_ref > 0 ? double(r.peak_bytes) / m_ref : 0.0);
-  }
-  for (const auto& [name, r] : ours) {
-    const double t_ref = ref[name]["time_ms"].get<double>(), m_ref = ref[name]["peak_bytes"].get<double>();
-    std::printf("BENCH case=%s metric=time_ms ours=%.4f ref=%.4f ratio=%.4f ref_name=pytorch-cpu\n", name.c_str(),
-                r.time_ms, t_ref, r.time_ms / t_ref);
-    std::printf("BENCH case=%s metric=peak_bytes ours=%lld ref=%.0f ratio=%.4f ref_name=pytorch-cpu\n", name.c_str(),
-                (long long)r.peak_bytes, m_ref, m_ref > 0 ? double(r.peak_bytes) / m_ref : 0.0);
-  }
+  nlohmann::json ref = nlohmann::json::parse(bench::run_command(cmd, "bench_modconv"));
+  bench::print_report(ours, ref);
   return 0;
 }
