@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/parity/script_runner.h"
 #include "autograd/engine.h"
 #include "autograd/gradcheck.h"
 #include "autograd/grad_mode.h"
@@ -164,32 +165,6 @@ void build(const Case& c, Built& b) {
   b.gy = randn(xs, g, o);
 }
 
-std::string make_tmpdir(const char* stem) {
-  std::string tmpl = std::string("/tmp/") + stem + "_XXXXXX";
-  std::vector<char> buf(tmpl.begin(), tmpl.end());
-  buf.push_back('\0');
-  const char* d = mkdtemp(buf.data());
-  REQUIRE_MESSAGE(d != nullptr, "mkdtemp failed");
-  return d;
-}
-
-// Runs a reference script once; FAILs with its output when python/torch is missing or it fails.
-bool run_script(const std::string& script, const std::string& dir, const std::vector<std::string>& cases) {
-  std::string cmd = std::string(ENGINE_PYTHON) + " " + ENGINE_SOURCE_DIR + "/tests/parity/" + script + " " + dir;
-  for (const auto& c : cases) cmd += " " + c;
-  const std::string log = dir + "/ref.log";
-  const int rc = std::system((cmd + " > " + log + " 2>&1").c_str());
-  if (rc != 0) {
-    std::ifstream f(log);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    FAIL("PyTorch reference failed (rc " << rc << "): " << cmd << "\n"
-                                         << ss.str() << "\n(needs " ENGINE_PYTHON " with python3-torch)");
-    return false;
-  }
-  return true;
-}
-
 std::string g_report;
 
 void check_close(const std::string& what, const Tensor& ours_in, const Tensor& ref, DType dt) {
@@ -306,7 +281,7 @@ const std::string& parity_dir() {
   static bool done = false;
   if (!done) {
     done = true;
-    dir = make_tmpdir("test_attention");
+    dir = parity::make_tmpdir("test_attention");
     std::vector<std::string> names;
     for (const Case& c : parity_cases()) {
       Built b;
@@ -327,7 +302,7 @@ const std::string& parity_dir() {
                             {"depth", std::to_string(c.depth)}});
       names.push_back(c.name);
     }
-    if (!run_script("ref_attention.py", dir, names)) dir.clear();
+    if (!parity::run_script("ref_attention.py", dir, names)) dir.clear();
     for (const std::string& n : names) {  // the wide cases' weights are tens of MB
       std::remove((dir + "/" + n + ".weights.safetensors").c_str());
       std::remove((dir + "/" + n + ".inputs.safetensors").c_str());

@@ -33,6 +33,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/parity/script_runner.h"
 #include "autograd/engine.h"
 #include "autograd/grad_mode.h"
 #include "autograd/gradcheck.h"
@@ -256,35 +257,12 @@ const std::vector<Case>& parity_cases() {
 
 // ---- Running the reference ------------------------------------------------------------------
 
-std::string make_tmpdir() {
-  char tmpl[] = "/tmp/test_modconv_XXXXXX";
-  const char* d = mkdtemp(tmpl);
-  REQUIRE_MESSAGE(d != nullptr, "mkdtemp failed");
-  return d;
-}
-
-bool run_reference(const std::string& dir, const std::vector<std::string>& cases) {
-  std::string cmd = std::string(ENGINE_PYTHON) + " " + ENGINE_SOURCE_DIR + "/tests/parity/ref_modconv.py " + dir;
-  for (const auto& c : cases) cmd += " " + c;
-  const std::string log = dir + "/ref.log";
-  const int rc = std::system((cmd + " > " + log + " 2>&1").c_str());
-  if (rc != 0) {
-    std::ifstream f(log);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    FAIL("PyTorch reference failed (rc " << rc << "): " << cmd << "\n"
-                                         << ss.str() << "\n(needs " ENGINE_PYTHON " with python3-torch)");
-    return false;
-  }
-  return true;
-}
-
 const std::string& parity_dir() {
   static std::string dir;
   static bool done = false;
   if (!done) {
     done = true;
-    dir = make_tmpdir();
+    dir = parity::make_tmpdir("test_modconv");
     std::vector<std::string> names;
     for (const Case& c : parity_cases()) {
       Built b;
@@ -296,7 +274,7 @@ const std::string& parity_dir() {
       io::save_safetensors(dir + "/" + c.name + ".inputs.safetensors", ins, {{"config", c.cfg.dump()}});
       names.push_back(c.name);
     }
-    if (!run_reference(dir, names)) dir.clear();
+    if (!parity::run_script("ref_modconv.py", dir, names)) dir.clear();
   }
   return dir;
 }

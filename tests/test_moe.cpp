@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/parity/script_runner.h"
 #include "autograd/engine.h"
 #include "autograd/gradcheck.h"
 #include "autograd/grad_mode.h"
@@ -82,30 +83,6 @@ void build(const Case& c, Built& b) {
   b.gy = randn({c.B, c.T, c.cfg.channels}, g, opts(c.dtype));
   b.gz = scalar_tensor(0.7, opts(c.dtype));
   b.gaux = scalar_tensor(-1.3, opts(c.dtype));
-}
-
-std::string make_tmpdir() {
-  char tmpl[] = "/tmp/test_moe_XXXXXX";
-  const char* d = mkdtemp(tmpl);
-  REQUIRE_MESSAGE(d != nullptr, "mkdtemp failed");
-  return d;
-}
-
-// Run ref_moe.py once for all cases; FAIL with its output if python/torch is missing or it fails.
-bool run_reference(const std::string& dir, const std::vector<std::string>& cases) {
-  std::string cmd = std::string(ENGINE_PYTHON) + " " + ENGINE_SOURCE_DIR + "/tests/parity/ref_moe.py " + dir;
-  for (const auto& c : cases) cmd += " " + c;
-  const std::string log = dir + "/ref.log";
-  const int rc = std::system((cmd + " > " + log + " 2>&1").c_str());
-  if (rc != 0) {
-    std::ifstream f(log);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    FAIL("PyTorch reference failed (rc " << rc << "): " << cmd << "\n" << ss.str()
-                                         << "\n(needs " ENGINE_PYTHON " with python3-torch)");
-    return false;
-  }
-  return true;
 }
 
 double max_abs(const Tensor& t) {
@@ -182,7 +159,7 @@ const std::string& parity_dir() {
   static bool done = false;
   if (!done) {
     done = true;
-    dir = make_tmpdir();
+    dir = parity::make_tmpdir("test_moe");
     std::vector<std::string> names;
     for (const Case& c : parity_cases()) {
       Built b;
@@ -196,7 +173,7 @@ const std::string& parity_dir() {
                             {"demod_eps", fmt::format("{:.17g}", c.cfg.demod_eps)}});
       names.push_back(c.name);
     }
-    if (!run_reference(dir, names)) dir.clear();
+    if (!parity::run_script("ref_moe.py", dir, names)) dir.clear();
   }
   return dir;
 }

@@ -30,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/parity/script_runner.h"
 #include "autograd/engine.h"
 #include "autograd/gradcheck.h"
 #include "autograd/grad_mode.h"
@@ -102,29 +103,6 @@ void build(const Case& c, Built& b) {
   b.eot = from_vector_i64(c.eot, {c.B}, opts(DType::i64));
   b.g_g = randn({c.B, c.cfg.width}, g, o);
   b.g_seq = randn({c.B, c.L - 1, c.cfg.width}, g, o);
-}
-
-std::string make_tmpdir() {
-  char tmpl[] = "/tmp/test_text_head_XXXXXX";
-  const char* d = mkdtemp(tmpl);
-  REQUIRE_MESSAGE(d != nullptr, "mkdtemp failed");
-  return d;
-}
-
-bool run_reference(const std::string& dir, const std::vector<std::string>& cases) {
-  std::string cmd = std::string(ENGINE_PYTHON) + " " + ENGINE_SOURCE_DIR + "/tests/parity/ref_text_head.py " + dir;
-  for (const auto& c : cases) cmd += " " + c;
-  const std::string log = dir + "/ref.log";
-  const int rc = std::system((cmd + " > " + log + " 2>&1").c_str());
-  if (rc != 0) {
-    std::ifstream f(log);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    FAIL("PyTorch reference failed (rc " << rc << "): " << cmd << "\n"
-                                         << ss.str() << "\n(needs " ENGINE_PYTHON " with python3-torch)");
-    return false;
-  }
-  return true;
 }
 
 std::string g_report;
@@ -240,7 +218,7 @@ const std::string& parity_dir() {
   static bool done = false;
   if (!done) {
     done = true;
-    dir = make_tmpdir();
+    dir = parity::make_tmpdir("test_text_head");
     std::vector<std::string> names;
     for (const Case& c : parity_cases()) {
       Built b;
@@ -255,7 +233,7 @@ const std::string& parity_dir() {
                             {"f64_check", c.f64_check ? "1" : "0"}});
       names.push_back(c.name);
     }
-    if (!run_reference(dir, names)) dir.clear();
+    if (!parity::run_script("ref_text_head.py", dir, names)) dir.clear();
     // The weights of the released-size cases are 200 MB each: remove the inputs once read.
     for (const Case& c : parity_cases()) {
       std::remove((dir + "/" + c.name + ".weights.safetensors").c_str());
