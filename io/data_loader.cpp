@@ -96,26 +96,58 @@ struct DataLoader::State {
   std::atomic<bool> stop{false};
   std::thread worker;
 
-  // Worker-only: indices whose decoding failed (logged once, then skipped without retrying).
+  // Worker-only: indices whose decoding failed (logged once, then skipped without retrying),
+  // and the preprocessed (cropped, resized, unflipped) samples at cache_res, kept when all of
+  // them fit in kCacheBytes: a small set like the emoji one is then decoded once per resolution,
+  // and later epochs cost only the flip and the conversion to float.
   std::unordered_set<uint64_t> bad;
+  struct Prepared {
+    Tensor image;  // u8 [R, R, 3]
+    std::string caption;
+  };
+  std::vector<Prepared> cache;
+  int64_t cache_res = 0;
+  Prepared scratch;
 
   void run();
   Batch make_batch(uint64_t step, int64_t res);
-  RawSample load(uint64_t index, uint64_t& used);
+  // Sample `index` prepared at `res`, or the first decodable one after it (cyclically); `used`
+  // is the index actually used.
+  const Prepared& prepared(uint64_t index, int64_t res, uint64_t& used);
 };
 
-RawSample DataLoader::State::load(uint64_t index, uint64_t& used) {
+// Cache budget: 1911 emoji at 64 px are 23 MB.
+constexpr uint64_t kCacheBytes = 256ull << 20;
+
+const DataLoader::State::Prepared& DataLoader::State::prepared(uint64_t index, int64_t res, uint64_t& used) {
+  const bool caching = n * uint64_t(res) * uint64_t(res) * 3 <= kCacheBytes;
+  if (caching && cache_res != res) {
+    cache.assign(size_t(n), Prepared{});
+    cache_res = res;
+  } else if (!caching && cache_res != 0) {
+    cache = {};  // grown past the budget: free the smaller resolution's samples
+    cache_res = 0;
+  }
   std::string first_error;
   for (uint64_t attempt = 0; attempt < n; ++attempt) {
     const uint64_t i = (index + attempt) % n;
     if (bad.count(i)) continue;
+    if (caching && cache[size_t(i)].image.defined()) {
+      used = i;
+      return cache[size_t(i)];
+    }
     try {
       RawSample s = dataset->get(size_t(i));
       ENGINE_CHECK(s.image.defined() && s.image.dim() == 3 && s.image.sizes()[2] == 3 &&
                        s.image.dtype() == DType::u8 && s.image.sizes()[0] > 0 && s.image.sizes()[1] > 0,
                    "DataLoader: sample {} of {} is not a u8 [H, W, 3] image", i, dataset->describe());
+      Tensor img = center_crop_square(s.image);
+      if (img.sizes()[0] != res) img = resize_image(img, res, res);
+      Prepared& slot = caching ? cache[size_t(i)] : scratch;
+      slot.image = img;
+      slot.caption = std::move(s.caption);
       used = i;
-      return s;
+      return slot;
     } catch (const Error& e) {
       bad.insert(i);
       if (first_error.empty()) first_error = e.what();
@@ -149,18 +181,16 @@ Batch DataLoader::State::make_batch(uint64_t step, int64_t res) {
       perm_epoch = epoch;
     }
     uint64_t used = 0;
-    RawSample s = load((*perm)(pos), used);
-    Tensor img = center_crop_square(s.image);
-    if (img.sizes()[0] != res) img = resize_image(img, res, res);
+    const Prepared& s = prepared((*perm)(pos), res, used);
     const bool flip = options.flip && flip_of(options.seed, g);
-    const uint8_t* in = img.data<uint8_t>();
+    const uint8_t* in = s.image.data<uint8_t>();
     float* o = out + j * 3 * res * res;
     for (int64_t y = 0; y < res; ++y)
       for (int64_t x = 0; x < res; ++x) {
         const uint8_t* px = in + (y * res + (flip ? res - 1 - x : x)) * 3;
         for (int64_t k = 0; k < 3; ++k) o[(k * res + y) * res + x] = float(px[k]) / 127.5f - 1.0f;
       }
-    batch.captions[size_t(j)] = std::move(s.caption);
+    batch.captions[size_t(j)] = s.caption;
     batch.indices[size_t(j)] = used;
   }
   return batch;
