@@ -17,6 +17,8 @@
 // (options.prefetch). set_resolution bumps a generation number and rewinds the worker to the
 // consumer's step; a batch finished under an old generation is dropped. The destructor raises
 // `stop`, which the worker checks between samples, so it never waits for more than one decode.
+// Small sets are prepared (decoded, cropped, resized) once per resolution and cached by the
+// worker; the cache changes nothing in the output, only how often get() runs.
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
