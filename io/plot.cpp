@@ -127,12 +127,13 @@ std::vector<double> smooth_values(const std::vector<double>& y, int window) {
   return out;
 }
 
-// 1, 2 or 5 times a power of ten, close to span / target.
+// 1, 2 or 5 times a power of ten, close to span / target (target = the wanted number of ticks).
 double nice_step(double span, int target) {
   const double raw = span / std::max(target, 1);
   const double mag = std::pow(10.0, std::floor(std::log10(raw)));
   const double norm = raw / mag;
-  const double nice = norm <= 1.0 ? 1.0 : norm <= 2.0 ? 2.0 : norm <= 5.0 ? 5.0 : 10.0;
+  // The nearest of 1, 2, 5, 10 on a log scale (thresholds at their geometric means).
+  const double nice = norm < 1.4142 ? 1.0 : norm < 3.1623 ? 2.0 : norm < 7.0711 ? 5.0 : 10.0;
   return nice * mag;
 }
 
