@@ -169,7 +169,8 @@ Tensor render_router_maps(const Tensor& image, const std::vector<RouterMap>& map
     int64_t x0, y0;
     panel_origin(k++, &x0, &y0);
     const int64_t r = maps[m].resolution;
-    const std::string caption = fmt::format("{} {}x{}", maps[m].name, r, r);
+    // Resolution first: a long layer name is what gets cut when the caption is wider than the panel.
+    const std::string caption = fmt::format("{}x{} {}", r, r, maps[m].name);
     io::draw_text(cv.p, W, H, x0, y0 - kRouterLabel + 2, fit_text(caption, cell), kText);
     for (int64_t y = 0; y < cell; ++y)
       for (int64_t x = 0; x < cell; ++x) cv.set(x0 + x, y0 + y, expert_colour(idx[m][size_t((y * r / cell) * r + x * r / cell)]));
