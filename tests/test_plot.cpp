@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <array>
 #include <set>
 #include <string>
 #include <vector>
@@ -272,4 +273,30 @@ TEST_CASE("write_line_plot writes the rendered picture as a PNG") {
   const Tensor back = read_image(path, 3);
   CHECK(back.to_vector() == render_line_plot(s).to_vector());
   fs::remove_all(tmpl);
+}
+
+TEST_CASE("bitmap font: 95 distinct printable glyphs; width; clipping") {
+  std::set<std::array<uint8_t, kGlyphHeight>> shapes;
+  for (int c = 32; c <= 126; ++c) {
+    const auto& g = glyph_rows(char(c));
+    int lit = 0;
+    for (uint8_t row : g) {
+      CHECK(row < 32);  // 5 columns
+      lit += __builtin_popcount(row);
+    }
+    if (c == ' ') CHECK(lit == 0);
+    else CHECK_MESSAGE(lit > 0, "glyph ", c, " is empty");
+    shapes.insert(g);
+  }
+  CHECK(shapes.size() == 95);
+  CHECK(glyph_rows('\t') == glyph_rows('?'));
+  CHECK(text_width("") == 0);
+  CHECK(text_width("ab") == 11);
+  CHECK(text_width("ab", 2) == 22);
+  // Drawing partly outside the image touches only pixels inside it.
+  std::vector<uint8_t> canvas(10 * 6 * 3, 255);
+  draw_text(canvas.data(), 10, 6, -3, -2, "HH", Rgb{0, 0, 0}, 2);
+  int dark = 0;
+  for (size_t i = 0; i < canvas.size(); i += 3) dark += canvas[i] == 0;
+  CHECK(dark > 0);
 }
