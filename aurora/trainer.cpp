@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "autograd/engine.h"
+#include "io/image.h"
 #include "autograd/grad_mode.h"
 #include "nn/losses.h"
 #include "nn/modconv.h"
@@ -131,6 +132,16 @@ bool ReferenceFidRule::should_grow(const TrainState& s) {
 }
 
 // ---- Trainer ----------------------------------------------------------------------------------
+
+Tensor display_grid(const Tensor& images, int64_t nrow, int64_t cell) {
+  autograd::NoGradGuard no_grad;
+  Tensor x = contiguous(images.detach().to(DType::f32));
+  const int64_t N = x.size(0), C = x.size(1), r = x.size(2);
+  const int64_t f = cell > r ? cell / r : 1;
+  if (f > 1)  // nearest-neighbour enlargement: [N,C,r,1,r,1] -> [N,C,r,f,r,f]
+    x = reshape(expand(reshape(x, {N, C, r, 1, r, 1}), {N, C, r, f, r, f}), {N, C, r * f, r * f});
+  return io::make_grid(x, nrow, 2, 255);
+}
 
 std::string resolve_vocab_path(const std::string& path) {
   ENGINE_CHECK(!path.empty(), "config.train.vocab: empty; expected the path of bpe_simple_vocab_16e6.txt.gz");

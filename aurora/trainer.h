@@ -213,6 +213,11 @@ class Trainer {
   TrainState state_;
 };
 
+// Images f32 [N, C, r, r] in [-1, 1] as a u8 grid [Hg, Wg, C] for a PNG: each image is first
+// enlarged by pixel repetition to `cell` pixels (when cell > r), so a 4 or 16 px sample stays
+// visible; `nrow` images per row (io::make_grid's geometry).
+Tensor display_grid(const Tensor& images, int64_t nrow, int64_t cell = 64);
+
 // The vocabulary path resolved: as given when it exists, else relative to the source tree;
 // throws engine::Error naming the path and the config key when it is missing.
 std::string resolve_vocab_path(const std::string& path);
