@@ -179,9 +179,18 @@ void run_train(const TrainOptions& opt) {
   auto last = std::chrono::steady_clock::now();
   int64_t steps_since_log = 0;
   bool stopped = false;
+  // R1 runs every r1_interval steps, which rarely coincide with log steps: log the latest value.
+  double last_r1 = std::nan("");
   while (trainer.state().step < train.steps) {
-    // Every rank must agree on stopping (a signal reaches each process of an mpirun job).
-    if (aurora::StopSignal::requested()) {
+    // Every rank must stop at the same step, or the others would wait in a collective: the flag
+    // is max-reduced (a signal may reach the ranks of an mpirun job at different moments).
+    bool stop = aurora::StopSignal::requested();
+    if (comm.size() > 1) {
+      Tensor flag = scalar_tensor(stop ? 1.0 : 0.0);
+      comm.allreduce(flag, dist::ReduceOp::max);
+      stop = flag.item() > 0;
+    }
+    if (stop) {
       stopped = true;
       break;
     }
@@ -189,6 +198,7 @@ void run_train(const TrainOptions& opt) {
     const int64_t stage_before = trainer.state().stage;
     const aurora::StepResult r = trainer.step(batch);
     ++steps_since_log;
+    if (r.r1_applied) last_r1 = r.r1;
     const int64_t step = trainer.state().step;
     if (root && r.grew)
       bar.message(fmt::format("step {}: growing {} -> {} px ({})", step, stage_before, trainer.state().stage,
@@ -204,7 +214,7 @@ void run_train(const TrainOptions& opt) {
                             {"moe", r.moe},         {"D", r.d_loss},                  {"D_real", r.d_real},
                             {"D_fake", r.d_fake},   {"D_match", r.d_match},
                             {"sec_per_step", sec / double(std::max<int64_t>(steps_since_log, 1))}};
-      if (r.r1_applied) rec["R1"] = r.r1;
+      if (std::isfinite(last_r1)) rec["R1"] = last_r1;  // the latest R1 penalty (gamma/2 mean |grad|^2)
       metrics->write(rec);
       steps_since_log = 0;
     }
