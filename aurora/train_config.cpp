@@ -113,6 +113,7 @@ json TrainConfig::to_json() const {
           {"eps", eps},
           {"g_weight_decay", g_weight_decay},
           {"d_weight_decay", d_weight_decay},
+          {"lr_multipliers", lr_multipliers},
           {"r1_gamma", r1_gamma},
           {"r1_interval", r1_interval},
           {"match_weight", match_weight},
@@ -151,6 +152,17 @@ TrainConfig parse_train_config(const json& j, const std::string& path) {
   r.number("eps", c.eps, 0, inf, "a number >= 0");
   r.number("g_weight_decay", c.g_weight_decay, 0, inf, "a number >= 0");
   r.number("d_weight_decay", c.d_weight_decay, 0, inf, "a number >= 0");
+  if (const json* m = r.find("lr_multipliers")) {
+    ENGINE_CHECK(m->is_object(), "{}: expected an object {{\"<name prefix>\": <multiplier>}}, got {}",
+                 r.where("lr_multipliers"), describe(*m));
+    for (const auto& item : m->items()) {
+      ENGINE_CHECK(item.key().rfind("G.", 0) == 0 || item.key().rfind("D.", 0) == 0,
+                   "{}.{}: a prefix must start with \"G.\" or \"D.\"", r.where("lr_multipliers"), item.key());
+      ENGINE_CHECK(item.value().is_number() && item.value().get<double>() >= 0, "{}.{}: expected a number >= 0, got {}",
+                   r.where("lr_multipliers"), item.key(), describe(item.value()));
+      c.lr_multipliers[item.key()] = item.value().get<double>();
+    }
+  }
   r.number("r1_gamma", c.r1_gamma, 0, inf, "a number >= 0");
   r.integer("r1_interval", c.r1_interval, 0, "an integer >= 0 (0 disables R1)");
   r.number("match_weight", c.match_weight, 0, inf, "a number >= 0");
@@ -191,6 +203,17 @@ TrainConfig parse_train_config(const json& j, const std::string& path) {
   r.number("sample_psi", c.sample_psi, 0, inf, "a number >= 0");
   r.finish();
   return c;
+}
+
+double lr_multiplier(const std::map<std::string, double>& multipliers, const std::string& name) {
+  double m = 1.0;
+  size_t best = 0;
+  for (const auto& [prefix, value] : multipliers)
+    if (prefix.size() >= best && name.rfind(prefix, 0) == 0) {
+      best = prefix.size();
+      m = value;
+    }
+  return m;
 }
 
 }  // namespace engine::aurora

@@ -13,6 +13,7 @@
 // first).
 #pragma once
 #include <cstdint>
+#include <map>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -59,6 +60,12 @@ struct TrainConfig {
   double eps = 1e-8;
   double g_weight_decay = 0.0;
   double d_weight_decay = 0.0;
+  // Per-parameter learning-rate multipliers on top of the equalized-lr lr_mul of each layer:
+  // {"G.generator.mapping.": 10, "D.text.": 2}: a parameter whose name ("G." or "D." + its
+  // state_dict name) starts with a prefix gets lr * multiplier (the longest matching prefix
+  // wins). Short runs use it to speed up the mapping network and the text head, whose
+  // lr_mul 0.01 is made for runs of millions of images.
+  std::map<std::string, double> lr_multipliers;
   // Losses (spec 8b, 6). GigaGAN T2I-64: R1 gamma 0.2048-2.048, lazy R1 every 16 steps.
   double r1_gamma = 0.2048;
   int64_t r1_interval = 16;     // 0 disables R1
@@ -88,5 +95,8 @@ struct TrainConfig {
 
 // Parse one "train" section (null -> all defaults). Throws engine::Error naming the key path.
 TrainConfig parse_train_config(const nlohmann::json& j, const std::string& path = "config.train");
+
+// The multiplier of parameter `name` ("G.<...>" or "D.<...>") under `multipliers` (1 if none).
+double lr_multiplier(const std::map<std::string, double>& multipliers, const std::string& name);
 
 }  // namespace engine::aurora

@@ -199,8 +199,9 @@ Trainer::Trainer(const AuroraConfig& model, const TrainConfig& train, dist::Comm
   const double ratio = train.r1_interval > 0 ? double(train.r1_interval) / double(train.r1_interval + 1) : 1.0;
   nn::AdamWOptions dopt{train.d_lr * ratio, std::pow(train.beta1, ratio), std::pow(train.beta2, ratio), train.eps,
                         train.d_weight_decay};
-  g_opt_ = std::make_unique<nn::AdamW>(g_store_, go);
-  d_opt_ = std::make_unique<nn::AdamW>(d_store_, dopt);
+  const auto mult = train.lr_multipliers;
+  g_opt_ = std::make_unique<nn::AdamW>(g_store_, go, [mult](const std::string& n) { return lr_multiplier(mult, "G." + n); });
+  d_opt_ = std::make_unique<nn::AdamW>(d_store_, dopt, [mult](const std::string& n) { return lr_multiplier(mult, "D." + n); });
 
   g_dp_ = std::make_unique<dist::DataParallel>(comm_, g_store_, *G_);
   d_dp_ = std::make_unique<dist::DataParallel>(comm_, d_store_, *D_);

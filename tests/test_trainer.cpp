@@ -136,6 +136,14 @@ TEST_CASE("train config: defaults, strict errors, round trip") {
   c.small_text_encoder.vocab_size = 100;
   const TrainConfig back = parse_train_config(c.to_json());
   CHECK(back.to_json() == c.to_json());
+  // Per-parameter lr multipliers: longest matching prefix wins; prefixes must name G. or D.
+  const TrainConfig m = parse_train_config(json{{"lr_multipliers", {{"G.generator.", 2.0}, {"G.generator.mapping.", 10.0}}}});
+  CHECK(lr_multiplier(m.lr_multipliers, "G.generator.mapping.dense0.weight") == 10.0);
+  CHECK(lr_multiplier(m.lr_multipliers, "G.generator.synthesis.b4.conv.weight") == 2.0);
+  CHECK(lr_multiplier(m.lr_multipliers, "G.text_encoder.token_embedding") == 1.0);
+  CHECK(lr_multiplier(m.lr_multipliers, "D.text.fc0.weight") == 1.0);
+  CHECK(error_of([] { parse_train_config(json{{"lr_multipliers", {{"generator.", 2.0}}}}); })
+            .find("must start with \"G.\" or \"D.\"") != std::string::npos);
   // The whole document accepts the section; unknown sections are still errors.
   CHECK_NOTHROW(parse_config(json{{"train", {{"steps", 3}}}}));
   CHECK(error_of([] { parse_config(json{{"trian", json::object()}}); }).find("unknown section") != std::string::npos);
@@ -210,6 +218,18 @@ TEST_CASE("trainer: finite losses, R1 on the right steps, growing by kimg") {
   const Tensor img = t->sample({"red square", "blue square"}, z, 0.7);
   CHECK(img.sizes() == Dims{2, 3, 8, 8});
   for (double v : img.to_vector()) REQUIRE(std::isfinite(v));
+}
+
+TEST_CASE("trainer: an lr multiplier of 0 freezes exactly the parameters it names") {
+  auto comm = dist::make_local_comm();
+  json doc = micro_config();
+  doc["train"]["lr_multipliers"] = {{"G.generator.mapping.", 0.0}};
+  auto t = make_trainer(doc, *comm);
+  const Tensor mapping_before = clone(t->G().generator.mapping.layers[0]->weight.value.detach());
+  const Tensor synth_before = clone(t->G().generator.synthesis.stages.at(4)->torgb->named_parameters()[0].second->value.detach());
+  t->step(make_batch(0, 4, 8));
+  CHECK(bit_equal(mapping_before, t->G().generator.mapping.layers[0]->weight.value));
+  CHECK_FALSE(bit_equal(synth_before, t->G().generator.synthesis.stages.at(4)->torgb->named_parameters()[0].second->value));
 }
 
 TEST_CASE("trainer: resume continues bit-exactly") {
