@@ -28,8 +28,8 @@ SmallTextEncoder::SmallTextEncoder(const SmallTextEncoderConfig& c, int64_t widt
                                    int64_t context_length)
     : TextEncoder("SmallTextEncoder"),
       config(c),
-      token_embedding(register_parameter("token_embedding", {c.vocab_size, width}, nn::Init::normal(0.02))),
-      positional_embedding(register_parameter("positional_embedding", {context_length, width}, nn::Init::normal(0.01))),
+      token_embedding(register_parameter("token_embedding", {c.vocab_size, width}, nn::Init::normal(1.0))),
+      positional_embedding(register_parameter("positional_embedding", {context_length, width}, nn::Init::normal(0.1))),
       transformer(register_module<nn::TextTransformer>("transformer", block_config(c, width))),
       ln_final(register_module<nn::LayerNorm>("ln_final", width)),
       text_projection(register_module<nn::EqualLinear>("text_projection", width, embed_dim, false, 0.0, c.lr_mul)),
@@ -64,6 +64,20 @@ TextFeatures SmallTextEncoder::encode(const Tensor& ids) const {
   Tensor x = reshape(index_select(token_embedding.value, 0, index), {B, L, width_});
   x = add(x, narrow(positional_embedding.value, 0, 0, L));
   x = transformer.forward(x);
+  // Note [EOT carries the caption]: the blocks attend over all 77 positions, padding included
+  // (no mask), so at initialisation the EOT state is dominated by the ~70 padding tokens and
+  // says little more than the caption's length. Replace it by the mean of the caption's word
+  // states (positions 1 .. eot-1): t_g, t_D and the pooled embedding then depend on every word
+  // from the first step on. (CLIP gets the same effect from its causal mask and its training.)
+  std::vector<double> pool(size_t(B * L), 0.0), is_eot(size_t(B * L), 0.0);
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t t = 1; t < eot[b]; ++t) pool[size_t(b * L + t)] = 1.0 / double(eot[b] - 1);
+    is_eot[size_t(b * L + eot[b])] = 1.0;
+  }
+  const TensorOptions fo = opts(x.dtype());
+  const Tensor words = bmm(from_vector(pool, {B, 1, L}, fo), x);  // [B, 1, width]
+  const Tensor eot_mask = from_vector(is_eot, {B, L, 1}, fo);
+  x = add(mul(x, rsub(1.0, eot_mask)), mul(eot_mask, words));
   out.states = ln_final.forward(x);
   const Tensor pooled_tokens = index_select(reshape(out.states, {B * L, width_}), 0, from_vector_i64(flat_eot, {B}));
   out.pooled = text_projection.forward(pooled_tokens);

@@ -5,6 +5,7 @@
 // parameter store and optimizer, aurora/trainer.h):
 //   x      = token_embedding[hash(id)] + positional_embedding        [B, 77, width]
 //   x      = TextBlock_l(x), l < layers                              pre-LN, nn/text_head.h
+//   x[eot] = mean_{0 < t < eot} x[t]                                 Note [EOT carries the caption]
 //   states = ln_final(x)                                             the generator's clip_tokens
 //   eot    = argmax_t ids[b, t]                                      (EOT 49407 is the largest id)
 //   pooled = text_projection(states[b, eot_b])                       [B, embed_dim]: D's t_D

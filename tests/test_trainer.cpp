@@ -179,6 +179,12 @@ TEST_CASE("small text encoder: shapes, EOT from the ids, hashed table") {
   ids2[1] = 321;
   const TextFeatures f3 = enc.encode(from_vector_i64(ids2, {2, 77}));
   CHECK_FALSE(bit_equal(f.states, f3.states));
+  // Note [EOT carries the caption]: a different word changes the pooled embedding clearly (the
+  // EOT state is the mean of the word states, not mostly padding).
+  const std::vector<double> p1 = narrow(f.pooled, 0, 0, 1).to_vector(), p3 = narrow(f3.pooled, 0, 0, 1).to_vector();
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < p1.size(); ++i) diff += (p1[i] - p3[i]) * (p1[i] - p3[i]), norm += p1[i] * p1[i];
+  CHECK(diff > 0.01 * norm);
 }
 
 TEST_CASE("trainer: finite losses, R1 on the right steps, growing by kimg") {
