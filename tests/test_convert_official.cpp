@@ -263,6 +263,25 @@ TEST_CASE("convert_official: our generator on converted weights matches the refe
                                                                               << model_parity::summary("truncation psi 0.2", trunc));
 }
 
+TEST_CASE("convert_official: the RELEASED layout at full size (shapes only) is configs/paper64.json, 1166.3 M") {
+  // make_official_tiny.py --released-shapes builds the released module tree at run_synthesize.py's
+  // g_config on the meta device; the converter checks every name and shape against the layout it
+  // infers, and --config checks that layout against our paper64 preset key by key.
+  const std::string shapes = model_parity::temp_path("engine_official_released", ".json");
+  model_parity::run_python(kMake, shapes + " --released-shapes");
+  const std::string report = model_parity::run_python(
+      kConvert, shapes + " /nonexistent/unused --shapes --verify-inverse --config " + ENGINE_SOURCE_DIR + "/configs/paper64.json");
+  ::unlink(shapes.c_str());
+  INFO(report);
+  GeneratorConfig cfg = aurora::parse_generator_config(
+      aurora::read_config_json(std::string(ENGINE_SOURCE_DIR) + "/configs/paper64.json").at("generator"));
+  aurora::Generator g(cfg);  // meta mode: nothing allocated
+  const size_t tensors = g.named_parameters().size() + g.named_buffers().size();
+  CHECK(contains(report, "mapped:  " + std::to_string(tensors) + " tensors"));
+  CHECK(contains(report, std::to_string(g.num_parameters()) + " parameters (1166.3 M)"));
+  CHECK(contains(report, "bijection: " + std::to_string(tensors) + " released keys <-> " + std::to_string(tensors) + " ours"));
+}
+
 TEST_CASE("convert_official: broken checkpoints are errors naming the key") {
   const std::string pth = model_parity::temp_path("engine_official_bad", ".pth");
   const std::string out = model_parity::temp_path("engine_official_bad", ".safetensors");
@@ -274,7 +293,7 @@ TEST_CASE("convert_official: broken checkpoints are errors naming the key") {
                 "text_head.transformer.res_blocks.0.mlp.c_fc.weight"},
   };
   for (const auto& [kind, msg] : cases) {
-    INFO(kind);
+    INFO(std::string(kind));
     model_parity::run_python(kMake, pth + " --corrupt " + kind);
     const std::string e = run_failing(kConvert, pth + " " + out + " --num-heads 2");
     CHECK_MESSAGE(contains(e, "convert_official: error:"), e);

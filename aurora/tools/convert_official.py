@@ -348,6 +348,8 @@ def check(sd, table):
         if got != shape:
             errors.append(f"shape mismatch for {k}: expected {shape}, got {got}")
             continue
+        if sd[k].is_meta:
+            continue  # --shapes: names and shapes only
         if kind == "alias" and target in sd and tuple(sd[target].shape) == shape and not torch.equal(sd[k], sd[target]):
             errors.append(f"duplicate key {k} differs from {target} (the released module stores one tensor "
                           f"under both names)")
@@ -421,7 +423,12 @@ def load_state_dict(path, key):
 
 
 def convert(args):
-    sd, which = load_state_dict(args.input, args.key)
+    if args.shapes:  # a {key: shape} JSON: check names and shapes only, write nothing
+        with open(args.input) as f:
+            sd = {k: torch.empty(v, device="meta") for k, v in json.load(f).items()}
+        which = "shapes"
+    else:
+        sd, which = load_state_dict(args.input, args.key)
     values = dict(RELEASED)
     given = None
     if args.config:
@@ -459,6 +466,8 @@ def convert(args):
     for k, (kind, ours, _, our_shape) in table.rows.items():
         if kind == "map":
             out[ours] = sd[k].reshape(our_shape).to(torch.float32)
+    n_buf = sum(out[ours].numel() for k, (kind, ours, _, _) in table.rows.items()
+                if kind == "map" and k.split(".")[-1] in ("w_avg", "transform", "freqs", "phases"))
     n_alias = [k for k, r in table.rows.items() if r[0] == "alias"]
     n_const = [k for k, r in table.rows.items() if r[0] == "const"]
     print(f"convert_official: {args.input} ['{which}']: {len(sd)} keys")
@@ -467,14 +476,18 @@ def convert(args):
           + (", ".join(n_alias[:4]) + (" ..." if len(n_alias) > 4 else "")))
     print(f"           {len(n_const)} constant [1,3,3,1] FIR buffers (not stored): "
           + (", ".join(n_const[:4]) + (" ..." if len(n_const) > 4 else "")))
-    print(f"  config:  compat_official = true, {sum(t.numel() for t in out.values())} values, "
-          f"resolutions {list(a['stages'])}")
+    n_all = sum(t.numel() for t in out.values())
+    print(f"  config:  compat_official = true, resolutions {list(a['stages'])}, "
+          f"{n_all - n_buf} parameters ({(n_all - n_buf) / 1e6:.1f} M) + {n_buf} buffer values")
     if args.verify_inverse:
         print("  " + verify_inverse(table, sd))
     if args.print_table:
         for k, (kind, ours, shape, our_shape) in table.rows.items():
             print(f"  {k} {list(shape)} -> " + (f"{ours} {list(our_shape)}" if kind == "map" else f"({kind}"
                                                  + (f" of {ours})" if ours else ")")))
+    if args.shapes:
+        print("  --shapes: names and shapes checked, nothing written")
+        return
     meta = {"config": json.dumps(cfg), "source": os.path.basename(args.input) + ":" + which,
             "converter": "aurora/tools/convert_official.py"}
     save_safetensors(args.output, out, meta)
@@ -495,6 +508,8 @@ def main():
     ap.add_argument("--key", default="", help="the checkpoint entry (default: generator_smooth, then generator)")
     ap.add_argument("--verify-inverse", action="store_true", help="check and print the bijection of the mapping")
     ap.add_argument("--print-table", action="store_true", help="print every released key and its target")
+    ap.add_argument("--shapes", action="store_true", help="INPUT is a JSON {key: shape} (no values): check the "
+                                                          "names and shapes only and write nothing")
     args = ap.parse_args()
     try:
         convert(args)

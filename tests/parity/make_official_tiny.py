@@ -22,6 +22,10 @@ num_heads 2, head_dim 8 (attention inner width 16), kernels {4: 1, 8: 1, 16: 2},
 (1 < 2: a dense FeedForward, as the released code builds it), MTM at r < 32.
 
 Usage: make_official_tiny.py OUTPUT.pth [--corrupt KIND] [--safetensors COPY.safetensors]
+       make_official_tiny.py OUTPUT.json --released-shapes
+  --released-shapes  the same module tree at the RELEASED configuration (run_synthesize.py's
+                 g_config), built on the meta device: {key: shape} as JSON, for checking the
+                 converter and configs/paper64.json against the released layout at full size
   --safetensors  also write the 'generator_smooth' tensors, by their released names, as
                  safetensors (for the C++ test's spot checks of the name mapping)
   KIND (for the converter's error tests): missing (drop a key), unknown (add a key), shape (a
@@ -31,6 +35,7 @@ affine and zero-initialised tensor gets its init value plus 0.2 N(0, 1) (generic
 buffers hold the true filter (the converter checks them).
 """
 import argparse
+import json
 import os
 import sys
 from collections import OrderedDict
@@ -45,19 +50,30 @@ CFG = dict(resolution=16, image_channels=3, z_dim=16, w_dim=32, mapping_fmaps=32
            num_experts={8: 2, 16: 1}, mtm=True, mlp_ratio=4)
 
 
+# The released g_config of run_synthesize.py (fmaps_base 16384 = 32 << 9), for --released-shapes.
+RELEASED_CFG = dict(resolution=64, image_channels=3, z_dim=128, w_dim=1024, mapping_fmaps=1024, mapping_layers=4,
+                    clip_out_dim=768, context_dim=1024, num_layers_text_enc=4, num_heads=8, head_dim=64,
+                    fmaps_base=16384, fmaps_max=1600, num_adaptive_kernels={4: 1, 8: 1, 16: 2, 32: 4, 64: 8},
+                    num_block_per_res={4: 3, 8: 3, 16: 3, 32: 2, 64: 2}, attn_resolutions=[8, 16, 32, 64],
+                    attn_depth={8: 2, 16: 2, 32: 2, 64: 1}, num_experts={8: 4, 16: 8, 32: 16, 64: 16}, mtm=True,
+                    mlp_ratio=4)
+
+DEVICE = "cpu"  # "meta" for --released-shapes: names and shapes without 4.7 GB of values
+
+
 def randn(*shape, scale=1.0):
-    return torch.randn(*shape) * scale
+    return torch.randn(*shape, device=DEVICE) * scale
 
 
 def init_like(value, *shape):
     """A constant init value plus 0.2 N(0, 1) (generic, not the special initial value)."""
-    return torch.full(shape, float(value)) + 0.2 * torch.randn(*shape)
+    return torch.full(shape, float(value), device=DEVICE) + 0.2 * randn(*shape)
 
 
 def fir_filter():
     f = torch.tensor([1.0, 3.0, 3.0, 1.0])
     f = f[:, None] * f[None, :]
-    return f / f.sum()
+    return (f / f.sum()).to(DEVICE)
 
 
 class Dense(nn.Module):  # released DenseLayer
@@ -147,10 +163,10 @@ class Fourier(nn.Module):
         self.weight = nn.Parameter(randn(ch, ch))
         self.affine = Dense(w_dim, 4)
         self.affine.weight.data = init_like(0.0, 4, w_dim)
-        self.affine.bias.data = torch.tensor([1.0, 0.0, 0.0, 0.0]) + 0.2 * torch.randn(4)
-        self.register_buffer("transform", torch.eye(3) + 0.1 * torch.randn(3, 3))
+        self.affine.bias.data = torch.tensor([1.0, 0.0, 0.0, 0.0]).to(DEVICE) + 0.2 * randn(4)
+        self.register_buffer("transform", torch.eye(3, device=DEVICE) + 0.1 * randn(3, 3))
         self.register_buffer("freqs", randn(ch, 2))
-        self.register_buffer("phases", torch.rand(ch) - 0.5)
+        self.register_buffer("phases", torch.rand(ch, device=DEVICE) - 0.5)
 
 
 class ResConv(nn.Module):  # released ResidualConvBlock
@@ -257,7 +273,17 @@ def main():
     ap.add_argument("--corrupt", choices=["missing", "unknown", "shape", "alias"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--safetensors")
+    ap.add_argument("--released-shapes", action="store_true",
+                    help="write the RELEASED configuration's names and shapes as JSON {key: shape} (no values)")
     a = ap.parse_args()
+    if a.released_shapes:
+        global DEVICE
+        DEVICE = "meta"
+        sd = Text2ImageGenerator(RELEASED_CFG).state_dict()
+        with open(a.output, "w") as f:
+            json.dump({k: list(v.shape) for k, v in sd.items()}, f)
+        print(f"wrote {a.output}: {len(sd)} released keys (shapes only)")
+        return
     torch.manual_seed(a.seed)
     sd = Text2ImageGenerator(CFG).state_dict()
     other = Text2ImageGenerator(CFG).state_dict()  # the non-EMA generator: must not be picked
