@@ -24,6 +24,7 @@
 // The run prints the worst error/tolerance ratio per group (forward, gradients, truncation).
 #include <doctest/doctest.h>
 
+#include <functional>
 #include <map>
 #include <string>
 
@@ -210,4 +211,29 @@ TEST_CASE("generator parity: compat_official changes the text head only, and onl
   const auto oa = ga.forward(z, tokens, eot), ob = gb.forward(z, tokens, eot);
   CHECK(max_abs_diff(oa.t_seq, ob.t_seq) > 1e-3);
   CHECK(max_abs_diff(oa.images.at(16), ob.images.at(16)) > 1e-6);
+}
+
+TEST_CASE("generator config: compat_official is a required boolean") {
+  const std::string path = std::string(ENGINE_SOURCE_DIR) + "/configs/tiny16.json";
+  auto error_of = [&](const std::function<void(nlohmann::json&)>& edit) -> std::string {
+    nlohmann::json j = aurora::read_config_json(path).at("generator");
+    edit(j);
+    try {
+      aurora::parse_generator_config(j);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  std::string e = error_of([](nlohmann::json& j) { j.erase("compat_official"); });
+  CHECK_MESSAGE(e.rfind("config.generator.compat_official: missing; expected a boolean", 0) == 0, e);
+  e = error_of([](nlohmann::json& j) { j["compat_official"] = 1; });
+  CHECK_MESSAGE(e.rfind("config.generator.compat_official: expected a boolean", 0) == 0, e);
+  CHECK(error_of([](nlohmann::json& j) { j["compat_official"] = true; }).empty());
+  GeneratorConfig c = preset("tiny16");
+  CHECK_FALSE(c.compat_official);
+  c.compat_official = true;
+  CHECK(aurora::parse_generator_config(c.to_json()).compat_official);
+  CHECK(aurora::text_head_config(c).compat_official);
+  for (const char* name : {"paper64", "tiny16", "tiny32"}) CHECK_FALSE(preset(name).compat_official);
 }
