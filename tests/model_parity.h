@@ -1,5 +1,5 @@
-// model_parity.h: what the whole-model parity tests share (test_parity_generator,
-// test_convert_official, test_discriminator): temporary files, running a reference script with
+// model_parity.h: what the model parity tests share (test_parity_generator, test_convert_official,
+// test_discriminator; check_close for test_attention, test_moe, test_text_head): temporary files, running a reference script with
 // ENGINE_PYTHON (FAILing with the script's output when python3-torch is missing or the script
 // fails: parity tests never pass silently), the per-tensor scaled comparison and its summary, and
 // the perturbation of constant-initialised parameters.
@@ -86,6 +86,31 @@ struct Errors {
   int tensors = 0;
   std::string worst_what;
 };
+
+// The block tests' rule (test_attention, test_moe, test_text_head): an element passes when
+// |ours - ref| <= atol + rtol |ref| with the dtype's defaults of tests/parity/parity.h (f32:
+// rtol 1e-4, atol 1e-5; f64: 1e-9, 1e-11). Appends "what, max|diff|, max|ref|, worst/allowed" to
+// `report`; with `enforce` false the case is only reported. An undefined `ours` counts as zeros.
+inline void check_close(const std::string& what, const Tensor& ours_in, const Tensor& ref, engine::DType dt,
+                        std::string& report, bool enforce = true) {
+  const Tensor ours = ours_in.defined() ? ours_in : engine::zeros(ref.sizes(), engine::opts(ref.dtype()));
+  REQUIRE_MESSAGE(ours.sizes() == ref.sizes(), what << ": shape " << ours.sizes().str() << " vs " << ref.sizes().str());
+  const parity::Tol tol = parity::default_tol(dt);
+  const std::vector<double> a = ours.to_vector(), r = ref.to_vector();
+  double worst = 0, worst_abs = 0, max_ref = 0;
+  size_t wi = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double d = std::fabs(a[i] - r[i]);
+    const double ratio = std::isnan(d) ? INFINITY : d / (tol.atol + tol.rtol * std::fabs(r[i]));
+    if (ratio > worst) worst = ratio, wi = i;
+    if (d > worst_abs || std::isnan(d)) worst_abs = d;
+    max_ref = std::max(max_ref, std::fabs(r[i]));
+  }
+  report += fmt::format("\n  {:<52} max|diff| {:.3g}  max|ref| {:.3g}  worst/allowed {:.3f}", what, worst_abs, max_ref, worst);
+  if (enforce)
+    CHECK_MESSAGE(worst <= 1.0, what << ": element " << wi << " ours " << (a.empty() ? 0 : a[wi]) << " ref "
+                                     << (r.empty() ? 0 : r[wi]) << " (worst/allowed " << worst << ")");
+}
 
 // Note [scaled parity tolerance] (header comment); records into `e`. An undefined `ours` counts
 // as zeros (an undefined gradient).
