@@ -21,7 +21,13 @@
 //     text-conditional average, as run_synthesize.py): every img_r, moe_loss, w, first-order
 //     gradients. f32 tolerance rtol 1e-4, atol 1e-5 max|ref| (Note [scaled parity tolerance]);
 //     gradients atol 1e-4 max|ref| (see the comment at the comparison).
-//  6. Broken checkpoints (a key missing, an unknown key, a wrong shape, a duplicate that differs)
+//  6. Outputs again, against tests/parity/ref_official.py: the RELEASED computation run on the
+//     .pth by its released names (written from the released module structure, independently of
+//     the converter's table), so a mapping error between same-shape tensors cannot cancel out:
+//     images, MoE loss, w, gradients w.r.t. z and the tokens, truncated images.
+//  7. The released layout at full size (names and shapes on the meta device) converts against
+//     configs/paper64.json: 1166.3 M parameters, a bijection.
+//  8. Broken checkpoints (a key missing, an unknown key, a wrong shape, a duplicate that differs)
 //     make the converter exit 1 with a message naming the key.
 #include <doctest/doctest.h>
 
@@ -261,6 +267,64 @@ TEST_CASE("convert_official: our generator on converted weights matches the refe
                                                                               << model_parity::summary("forward", fwd)
                                                                               << model_parity::summary("first-order gradients", first)
                                                                               << model_parity::summary("truncation psi 0.2", trunc));
+}
+
+TEST_CASE("convert_official: our generator on converted weights = the released inference on the released checkpoint") {
+  // tests/parity/ref_official.py runs the released model's computation on the .pth by its
+  // released names (independently of the converter's table): same images, MoE loss, w, input
+  // gradients and truncated images (psi 0.2, 16 samples) as our generator on the converted file.
+  const Converted& c = converted();
+  const io::SafetensorsFile f = io::read_safetensors(c.st);
+  const GeneratorConfig cfg = config_of(f);
+  aurora::Generator g(cfg);
+  nn::ParameterStore store;
+  store.materialize(g, 1);
+  nn::load_state_dict(g, f, true);
+  engine::Generator gen(8);
+  const Tensor z = randn({1, cfg.z_dim}, gen), tokens = randn({1, 11, cfg.text_in_dim}, gen);
+  const Tensor eot = from_vector_i64({6}, {1});
+  io::NamedTensors inputs{{"z", z}, {"tokens", tokens}, {"eot", eot}};
+  std::map<int64_t, Tensor> go;
+  for (int64_t r : cfg.resolutions()) {
+    go[r] = randn({1, 3, r, r}, gen);
+    inputs.emplace_back("go/img/" + std::to_string(r), go[r]);
+  }
+  const Tensor z_samples = randn({16, 1, cfg.z_dim}, gen);
+  inputs.emplace_back("trunc/z_samples", z_samples);
+  const std::string ipath = model_parity::temp_path("engine_official", ".inputs.safetensors");
+  const std::string rpath = model_parity::temp_path("engine_official", ".ref.safetensors");
+  io::save_safetensors(ipath, inputs, {{"num_heads", "2"}, {"trunc_psi", "0.2"}});
+  model_parity::run_python("tests/parity/ref_official.py", c.pth + " " + ipath + " " + rpath);
+  const io::SafetensorsFile ref = io::read_safetensors(rpath);
+  ::unlink(ipath.c_str());
+  ::unlink(rpath.c_str());
+
+  const double rtol = 1e-4, atol = 1e-5;
+  Errors fwd, grads_e, trunc;
+  Tensor zg = z.detach().requires_grad_(true), tg = tokens.detach().requires_grad_(true);
+  const auto out = g.forward(zg, tg, eot);
+  TensorList outs, gos;
+  for (const auto& [r, img] : out.images) {
+    compare_scaled("img_" + std::to_string(r), img, ref.at("img/" + std::to_string(r)), rtol, atol, fwd);
+    outs.push_back(img);
+    gos.push_back(go.at(r));
+  }
+  compare_scaled("moe_loss", out.moe_loss, ref.at("moe"), rtol, atol, fwd);
+  compare_scaled("w", out.w, ref.at("w"), rtol, atol, fwd);
+  const TensorList gr = autograd::grad(outs, {zg, tg}, gos);
+  compare_scaled("dL/dz", gr[0], ref.at("grad/z"), rtol, atol, grads_e);
+  compare_scaled("dL/dtokens", gr[1], ref.at("grad/tokens"), rtol, atol, grads_e);
+  {
+    autograd::NoGradGuard ng;
+    const Tensor w_c = g.text_w_avg(g.forward(z, tokens, eot).t_g, z_samples);
+    const auto ot = g.forward(z, tokens, eot, 0, aurora::Truncation{0.2, w_c});
+    compare_scaled("truncated w", ot.w, ref.at("trunc/w"), rtol, atol, trunc);
+    for (const auto& [r, img] : ot.images)
+      compare_scaled("truncated img_" + std::to_string(r), img, ref.at("trunc/img/" + std::to_string(r)), rtol, atol, trunc);
+  }
+  MESSAGE("converted generator vs the released computation on the released-format checkpoint (f32, B=1):\n"
+          << model_parity::summary("forward", fwd) << model_parity::summary("input gradients", grads_e)
+          << model_parity::summary("truncation psi 0.2", trunc));
 }
 
 TEST_CASE("convert_official: the RELEASED layout at full size (shapes only) is configs/paper64.json, 1166.3 M") {
