@@ -7,7 +7,8 @@
 // 'generator_smooth' (and a different 'generator' that must not be picked). Then:
 //  1. The converter maps it, reports mapped / unused keys, and --verify-inverse confirms that the
 //     mapping is a bijection between the released keys it maps and our keys, every released key
-//     used exactly once (mapped, a verified duplicate, or a verified constant FIR buffer).
+//     used exactly once (mapped, a verified duplicate, or a verified constant FIR buffer), and the
+//     inverse mapping takes the converted tensors back to the released ones exactly.
 //  2. The config it infers (safetensors metadata) has the tiny structure, compat_official = true.
 //  3. Our Generator built from that config loads the file STRICTLY (every parameter and buffer
 //     present with its shape, nothing unknown) and runs.
@@ -107,6 +108,7 @@ TEST_CASE("convert_official: report, and a bijection on the tiny released-format
   CHECK(contains(c.report, "unused:  20 duplicate keys"));
   CHECK(contains(c.report, "5 constant [1,3,3,1] FIR buffers"));
   CHECK(contains(c.report, "bijection: 230 released keys <-> 230 ours; every one of the 255 released keys used exactly once"));
+  CHECK(contains(c.report, "round trip released -> ours -> released exact"));
 }
 
 TEST_CASE("convert_official: the inferred config, and a strict load into our Generator") {

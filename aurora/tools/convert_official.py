@@ -358,27 +358,38 @@ def check(sd, table):
     return errors
 
 
-def verify_inverse(table, sd):
-    """Bijection between mapped released keys and our keys; every released key used once."""
+def verify_inverse(table, sd, out):
+    """The inverse mapping (ours -> released) is a bijection onto the mapped released keys, every
+    released key is used exactly once (mapped, alias or constant), and the round trip released ->
+    ours -> released reproduces every released tensor exactly (aliases through their original)."""
     fwd = {k: row[1] for k, row in table.rows.items() if row[0] == "map"}
     inv = {}
     for k, ours in fwd.items():
         if ours in inv:
             raise ConversionError(f"not a bijection: {inv[ours]} and {k} both map to {ours}")
         inv[ours] = k
-    for ours, k in inv.items():
-        if fwd[k] != ours:
-            raise ConversionError(f"inverse mapping of {ours} gives {k}, which maps to {fwd[k]}")
-    used = {}
-    for k, row in table.rows.items():
-        used[k] = used.get(k, 0) + 1
-    bad = [k for k in sd if used.get(k, 0) != 1]
-    if bad or len(used) != len(sd):
+    if set(inv) != set(out):
+        raise ConversionError(f"our keys {sorted(set(out) ^ set(inv))[:5]} have no inverse")
+    uses = {k: 0 for k in sd}
+    for k in table.rows:
+        if k not in uses:
+            raise ConversionError(f"released key {k} of the table is not in the checkpoint")
+        uses[k] += 1
+    bad = [k for k, n in uses.items() if n != 1]
+    if bad:
         raise ConversionError(f"released keys not used exactly once: {bad[:10]}")
+    back = {inv[ours]: t.reshape(table.rows[inv[ours]][2]) for ours, t in out.items()}
+    for k, (kind, target, _, _) in table.rows.items():
+        if sd[k].is_meta or kind == "const":
+            continue
+        b = back[k] if kind == "map" else back[target]
+        if not torch.equal(b, sd[k].to(torch.float32)):
+            raise ConversionError(f"round trip changes {k}")
     n_alias = sum(1 for r in table.rows.values() if r[0] == "alias")
     n_const = sum(1 for r in table.rows.values() if r[0] == "const")
+    exact = "" if any(t.is_meta for t in sd.values()) else "; round trip released -> ours -> released exact"
     return (f"bijection: {len(fwd)} released keys <-> {len(inv)} ours; every one of the {len(sd)} released keys "
-            f"used exactly once ({len(fwd)} mapped, {n_alias} aliases, {n_const} constants)")
+            f"used exactly once ({len(fwd)} mapped, {n_alias} aliases, {n_const} constants){exact}")
 
 
 def save_safetensors(path, tensors, metadata):
@@ -480,7 +491,7 @@ def convert(args):
     print(f"  config:  compat_official = true, resolutions {list(a['stages'])}, "
           f"{n_all - n_buf} parameters ({(n_all - n_buf) / 1e6:.1f} M) + {n_buf} buffer values")
     if args.verify_inverse:
-        print("  " + verify_inverse(table, sd))
+        print("  " + verify_inverse(table, sd, out))
     if args.print_table:
         for k, (kind, ours, shape, our_shape) in table.rows.items():
             print(f"  {k} {list(shape)} -> " + (f"{ours} {list(our_shape)}" if kind == "map" else f"({kind}"
