@@ -261,8 +261,8 @@ def run_case(d, name):
     safetensors_io.save(os.path.join(d, name + ".model.safetensors"), sd, meta)
 
     out = {}
-    # Token ids: SOT = vocab - 2, EOT = vocab - 1 (the largest id, as 49406/49407), zero padding;
-    # one caption of the full 77 tokens (EOT last) and one with EOT at position 1.
+    # Token ids: SOT = vocab - 2, EOT = vocab - 1 (the largest id, as 49406/49407), zero padding
+    # (OpenAI's); one caption of the full 77 tokens (EOT last) and one with EOT at position 1.
     vocab = text[0]
     ids = torch.zeros(B, 77, dtype=torch.int64)
     lengths = [9, 77, 2, 30][:B]
@@ -270,6 +270,9 @@ def run_case(d, name):
         ids[b, 0] = vocab - 2
         ids[b, 1:n - 1] = torch.randint(1, vocab - 2, (n - 2,))
         ids[b, n - 1] = vocab - 1
+    # Row 0 is padded as HF's CLIPTokenizer pads (with EOT), so the pooled row must be the FIRST
+    # maximum of the ids (torch.argmax returns the first).
+    ids[0, lengths[0]:] = vocab - 1
     with torch.no_grad():
         states, eot, pooled = model.encode_text(ids)
     out["ids"] = ids
