@@ -123,20 +123,33 @@ ClipLossResult multi_level_clip_loss(const ClipVisionTower& vision, const std::v
   const int64_t B = text_embeds.size(0);
   memory::ModuleScope scope("clip_loss");
   // Every level is resized to S, so all levels run through the tower as one batch [n * B, 3, S, S].
+  // Levels whose weight is 0 are not run at all (each costs a ViT forward and backward per sample).
+  auto level_weight = [&](size_t r) {
+    return config.weight * (config.level_weights.empty() ? 1.0 : config.level_weights[r]);
+  };
   TensorList pixels;
+  std::vector<size_t> used;
   for (size_t r = 0; r < images.size(); ++r) {
     ENGINE_CHECK(images[r].dim() == 4 && images[r].size(0) == B,
                  "multi_level_clip_loss: level {} has shape {}, expected [{}, 3, H, W]", r, images[r].sizes().str(), B);
+    if (level_weight(r) == 0) continue;
     pixels.push_back(clip_preprocess(images[r], vision.config.vision.image, config.preprocess));
+    used.push_back(r);
+  }
+  ClipLossResult res;
+  res.levels.resize(images.size());
+  if (used.empty()) {
+    res.loss = zeros({}, opts(text_embeds.dtype(), text_embeds.device()));
+    return res;
   }
   const Tensor all = pixels.size() == 1 ? pixels[0] : cat(pixels, 0);
   const TensorList embeds = split(l2_normalize(vision.forward(all)), B, 0);
   const Tensor ft = l2_normalize(text_embeds.detach());
   const Tensor target = arange(B, opts(DType::i64, text_embeds.device()));
 
-  ClipLossResult res;
-  for (size_t r = 0; r < images.size(); ++r) {
-    const Tensor& fi = embeds[r];
+  for (size_t u = 0; u < used.size(); ++u) {
+    const size_t r = used[u];
+    const Tensor& fi = embeds[u];
     Tensor L;
     if (config.kind == ClipLossKind::cosine) {
       L = neg(mean(sum(mul(fi, ft), {1})));
@@ -146,9 +159,8 @@ ClipLossResult multi_level_clip_loss(const ClipVisionTower& vision, const std::v
       if (config.kind == ClipLossKind::symmetric_contrastive)
         L = mul(add(L, cross_entropy(transpose(logits, 0, 1), target)), 0.5);
     }
-    res.levels.push_back(L);
-    const double w = config.weight * (config.level_weights.empty() ? 1.0 : config.level_weights[r]);
-    const Tensor term = mul(L, w);
+    res.levels[r] = L;
+    const Tensor term = mul(L, level_weight(r));
     res.loss = res.loss.defined() ? add(res.loss, term) : term;
   }
   return res;

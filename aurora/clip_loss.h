@@ -81,14 +81,17 @@ struct ClipLossConfig {
 };
 
 struct ClipLossResult {
-  Tensor loss;                // scalar: weight * sum_r level_weight_r * L_r
-  std::vector<Tensor> levels; // L_r per level (unweighted scalars, same graph)
+  Tensor loss;                // scalar: weight * sum_r level_weight_r * L_r (0 when every weight is 0)
+  std::vector<Tensor> levels; // L_r per level (unweighted scalars, same graph); undefined where skipped
 };
 
 // images: the pyramid img_r, each [B, 3, r, r] in [-1, 1] (any sizes; the same B); text_embeds
 // [B, E] (TextFeatures::pooled of the same captions; treated as a constant). logit_scale_exp:
 // exp(logit_scale) of the checkpoint (ClipModel::logit_scale_exp(); unused by `cosine`). All
-// levels go through the vision tower as one batch.
+// levels go through the vision tower as one batch; a level whose weight is 0 is skipped.
+// Memory: the ViT-L/14 graph saved for the backward is about 412 MiB per image per level (f32,
+// measured), so B samples x n levels hold n B x 412 MiB until G's backward: pick the levels
+// (level_weights) and the batch that the device can afford.
 ClipLossResult multi_level_clip_loss(const ClipVisionTower& vision, const std::vector<Tensor>& images,
                                      const Tensor& text_embeds, const ClipLossConfig& config,
                                      double logit_scale_exp = 100.0);

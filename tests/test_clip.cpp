@@ -215,6 +215,17 @@ TEST_CASE("clip: multi-level CLIP loss and its image gradients match the PyTorch
       for (size_t r = 0; r < weights.size(); ++r)
         check_close(p + "level" + std::to_string(r), res.levels[r],
                     l.ref.at("loss/" + kind_name + "/level" + std::to_string(r)));
+      // A zero-weight level is skipped: the total loses exactly its term.
+      if (weights.size() > 1) {
+        ClipLossConfig skip = cfg;
+        skip.level_weights[0] = 0;
+        const ClipLossResult rs = multi_level_clip_loss(*l.model.vision, levels, l.ref.at("text_embeds"), skip,
+                                                        l.model.logit_scale_exp());
+        CHECK_FALSE(rs.levels[0].defined());
+        const double expect = l.ref.at("loss/" + kind_name + "/value").item() -
+                              weights[0] * l.ref.at("loss/" + kind_name + "/level0").item();
+        CHECK(rs.loss.item() == doctest::Approx(expect).epsilon(1e-4).scale(1e-3));
+      }
       const TensorList g = autograd::grad({res.loss}, levels);
       for (size_t r = 0; r < weights.size(); ++r) {
         const Tensor& ref = l.ref.at("loss/" + kind_name + "/grad" + std::to_string(r));
@@ -370,4 +381,9 @@ TEST_CASE("clip: one-line errors for a missing file, key or shape, and for bad i
     multi_level_clip_loss(*l.model.vision, {zeros({3, 3, 4, 4})}, zeros({3, 24}), cfg);
   });
   CHECK(contains(e, "2 level weights for 1 levels"));
+  ClipLossConfig none;
+  none.level_weights = {0};
+  const ClipLossResult r0 = multi_level_clip_loss(*l.model.vision, {zeros({3, 3, 4, 4})}, zeros({3, 24}), none);
+  CHECK(r0.loss.item() == 0);
+  CHECK_FALSE(r0.levels[0].defined());
 }
