@@ -54,7 +54,7 @@ nn::FfnFactory stage_ffn(const GeneratorConfig& g, const GeneratorStageConfig& s
     return [&m](const Tensor& h, const Tensor& w) {
       memory::ModuleScope scope("moe");
       nn::MoEOutput o = m.forward(h, w);
-      return nn::FfnOutput{o.y, o.loss};
+      return nn::FfnOutput{o.y, o.loss, o.expert_ids};
     };
   };
 }
@@ -130,7 +130,20 @@ SynthesisStage::SynthesisStage(const GeneratorConfig& g, int64_t r)
   torgb = &register_module<nn::ToRGB>("torgb", c, g.w_dim, s.num_kernels, g.image_channels);
 }
 
-Tensor SynthesisStage::forward(const Tensor& x_in, const Tensor& w, const Tensor& t_seq, Tensor* moe_loss) const {
+std::vector<int64_t> RouterLayer::tokens_per_expert(int64_t num_experts) const {
+  std::vector<int64_t> counts(size_t(num_experts), 0);
+  const Tensor ids = expert_ids.contiguous();
+  ENGINE_CHECK(ids.dtype() == DType::i64, "RouterLayer {}: expert_ids must be i64", name);
+  const int64_t* p = ids.data<int64_t>();
+  for (int64_t i = 0; i < ids.numel(); ++i) {
+    ENGINE_CHECK(p[i] >= 0 && p[i] < num_experts, "RouterLayer {}: expert id {} outside [0, {})", name, p[i], num_experts);
+    ++counts[size_t(p[i])];
+  }
+  return counts;
+}
+
+Tensor SynthesisStage::forward(const Tensor& x_in, const Tensor& w, const Tensor& t_seq, Tensor* moe_loss,
+                               std::vector<RouterLayer>* routing) const {
   Tensor x = x_in;
   if (input) {
     x = input->forward(w);
@@ -141,9 +154,18 @@ Tensor SynthesisStage::forward(const Tensor& x_in, const Tensor& w, const Tensor
     if (auto* rc = dynamic_cast<nn::ResConv*>(m)) {
       x = rc->forward(x, w);
     } else {
-      const nn::ResidualAttnOutput o = static_cast<nn::ResidualAttn*>(m)->forward(x, w, t_seq);
+      auto* attn = static_cast<nn::ResidualAttn*>(m);
+      const nn::ResidualAttnOutput o = attn->forward(x, w, t_seq);
       x = o.x;
       *moe_loss = add_loss(*moe_loss, o.loss);
+      if (routing) {
+        const size_t index = size_t(std::find(attns.begin(), attns.end(), attn) - attns.begin());
+        for (size_t j = 0; j < o.expert_ids.size(); ++j)
+          if (o.expert_ids[j].defined())
+            routing->push_back({"b" + std::to_string(resolution) + ".attn" + std::to_string(index) + ".block" +
+                                    std::to_string(j),
+                                resolution, o.expert_ids[j]});
+      }
     }
   }
   return x;
@@ -177,7 +199,7 @@ Synthesis::Output Synthesis::forward(const Tensor& w, const Tensor& t_seq, int64
   for (const auto& [r, st] : stages) {
     if (r > max_res) break;
     memory::ModuleScope scope("b" + std::to_string(r));
-    x = st->forward(x, w, t_seq, &out.moe_loss);
+    x = st->forward(x, w, t_seq, &out.moe_loss, &out.routing);
     img = nn::skip_image_sum(st->torgb->forward(x, w), img);
     out.images[r] = img;
   }
@@ -243,6 +265,7 @@ Generator::Output Generator::forward(const Tensor& z, const Tensor& clip_tokens,
   Synthesis::Output s = synthesis.forward(out.w, out.t_seq, max_res);
   out.images = std::move(s.images);
   out.moe_loss = s.moe_loss;
+  out.routing = std::move(s.routing);
   return out;
 }
 

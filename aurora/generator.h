@@ -33,6 +33,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <string>
 #include <vector>
 
 #include "aurora/config.h"
@@ -47,14 +48,27 @@
 
 namespace engine::aurora {
 
+// One MoE layer's routing in a forward pass (spec 6): for logging (tokens per expert) and for the
+// router picture of the paper's Fig. 6 (aurora/router_viz.h: router_map_from_ids(name,
+// resolution, expert_ids, b)). Costs nothing: the ids are computed for the dispatch anyway.
+struct RouterLayer {
+  std::string name;        // module path under synthesis, e.g. "b16.attn0.block1"
+  int64_t resolution = 0;  // tokens are the resolution x resolution pixels, token = y * r + x
+  Tensor expert_ids;       // i64 [B, resolution^2]
+  // Tokens routed to each of the layer's `num_experts` experts over the whole batch.
+  std::vector<int64_t> tokens_per_expert(int64_t num_experts) const;
+};
+
 // One resolution of the synthesis network.
 class SynthesisStage : public nn::Module {
  public:
   SynthesisStage(const GeneratorConfig& config, int64_t resolution);
 
   // x: the previous stage's features (undefined at r = 4); returns this stage's features and adds
-  // the stage's MoE losses to *moe_loss (left undefined when there are none).
-  Tensor forward(const Tensor& x, const Tensor& w, const Tensor& t_seq, Tensor* moe_loss) const;
+  // the stage's MoE losses to *moe_loss (left undefined when there are none) and its MoE layers'
+  // routing to *routing (when not null).
+  Tensor forward(const Tensor& x, const Tensor& w, const Tensor& t_seq, Tensor* moe_loss,
+                 std::vector<RouterLayer>* routing = nullptr) const;
 
   int64_t resolution, channels;
   nn::FourierFeatures* input = nullptr;   // r = 4 only
@@ -72,6 +86,7 @@ class Synthesis : public nn::Module {
   struct Output {
     std::map<int64_t, Tensor> images;  // img_r [B, image_channels, r, r] for every r <= max
     Tensor moe_loss;                    // scalar (zero when the network has no MoE layer)
+    std::vector<RouterLayer> routing;   // every MoE layer run, in forward order
   };
   // w [B, w_dim], t_seq [B, L, text_width]; max_resolution 0 = image_size.
   Output forward(const Tensor& w, const Tensor& t_seq, int64_t max_resolution = 0) const;
@@ -101,6 +116,7 @@ class Generator : public nn::Module {
   struct Output {
     std::map<int64_t, Tensor> images;  // img_res_{r}x{r}
     Tensor moe_loss;
+    std::vector<RouterLayer> routing;  // Synthesis::Output::routing
     Tensor w;      // [B, w_dim]
     Tensor t_g;    // [B, text_width]
     Tensor t_seq;  // [B, L - 1, text_width]

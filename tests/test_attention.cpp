@@ -571,7 +571,7 @@ FfnFactory moe_ffn(int64_t num_experts) {
     MoE& m = b.register_module<MoE>("moe", mc);
     return [&m](const Tensor& h, const Tensor& w) {
       MoEOutput o = m.forward(h, w);
-      return FfnOutput{o.y, o.loss};
+      return FfnOutput{o.y, o.loss, o.expert_ids};
     };
   };
 }
