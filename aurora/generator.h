@@ -18,6 +18,11 @@
 //   every r: y_r = ToRGB_r(x, w) (`b{r}.torgb`, 1x1, no demodulation, N = N_r);
 //            img_r = y_r + Up2(img_{r/2})  (skip architecture, kept in fp32: nn/torgb.h)
 //   moe_loss = sum of the 0.001 L_z + 0.001 L_aux of every MoE layer (spec 6).
+// Truncation (spec 7): Generator::forward takes an optional Truncation (global w_avg and
+// text-conditional average), applied to w between the mapping and the synthesis network.
+// compat_official (config.h, spec 11.1; docs/official-checkpoint.md) selects the text head's
+// released attention so that converted official weights (aurora/tools/convert_official.py)
+// reproduce the released model.
 // Progressive growing (spec 9): forward(.., max_resolution) stops after that resolution.
 //
 // Parameter names: text_head.*, mapping.dense{i}.*, synthesis.b{r}.{input, conv, conv{i}, attn{i},
@@ -79,6 +84,16 @@ class Synthesis : public nn::Module {
   std::map<int64_t, SynthesisStage*> stages;  // b{r}
 };
 
+// The truncation trick of the released inference (spec 7; run_synthesize.py):
+//   w <- lerp(w_avg, w, psi)           global: mapping.w_avg, the training-time EMA of w
+//   w <- lerp(w_text_avg, w, psi)      text-conditional, when w_text_avg is given (GigaGAN C.1)
+// with lerp(a, b, psi) = a + psi (b - a). psi = 1 is the identity (no truncation). The released
+// model repeats w over its 23 layers and truncates all of them, which is this on the single w.
+struct Truncation {
+  double psi = 1.0;
+  Tensor w_text_avg;  // [B, w_dim] or [1, w_dim] (Generator::text_w_avg); undefined: global only
+};
+
 class Generator : public nn::Module {
  public:
   explicit Generator(const GeneratorConfig& config);
@@ -91,8 +106,16 @@ class Generator : public nn::Module {
     Tensor t_seq;  // [B, L - 1, text_width]
   };
   // z [B, z_dim]; clip_tokens [B, L, text_in_dim] (CLIP ln_final states); eot_index i64 [B].
+  // Output::w is the (truncated) w the synthesis network received.
   Output forward(const Tensor& z, const Tensor& clip_tokens, const Tensor& eot_index,
-                 int64_t max_resolution = 0) const;
+                 int64_t max_resolution = 0, const Truncation& truncation = {}) const;
+
+  // w_c[b] = mean_i Mapping(z_samples[i, b], t_g[b]): the text-conditional average of spec 7
+  // (the released inference averages 16 samples: loop_mapping = 16). z_samples [n, B, z_dim],
+  // t_g [B, text_width] (Output::t_g). Differentiable; call it under NoGradGuard for inference.
+  Tensor text_w_avg(const Tensor& t_g, const Tensor& z_samples) const;
+  // Apply `t` to w [B, w_dim] (see Truncation).
+  Tensor truncate(const Tensor& w, const Truncation& t) const;
 
   GeneratorConfig config;
   nn::TextHead& text_head;
