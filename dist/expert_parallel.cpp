@@ -75,6 +75,47 @@ void ExpertParallelMoE::register_with(DataParallel& dp, Comm& edp) const {
   dp.shard_range(b, e - b, &edp);
 }
 
+void ExpertParallelMoE::gather_experts(const Tensor& flat) const {
+  if (ep.size() == 1) return;
+  autograd::NoGradGuard no_grad;
+  for (int64_t e = 0; e < num_experts; ++e) {
+    const auto [b, end] = expert_range(e);
+    Tensor part = narrow(flat, 0, b, end - b);  // contiguous: a slice of a 1-d buffer
+    ep.broadcast(part, int(e / local_experts));
+  }
+}
+
+namespace {
+void find_moe(nn::Module& m, std::vector<nn::MoE*>& out) {
+  if (auto* moe = dynamic_cast<nn::MoE*>(&m)) out.push_back(moe);
+  for (auto& [name, child] : m.named_children()) find_moe(*child, out);
+}
+}  // namespace
+
+ExpertParallel::ExpertParallel(nn::Module& root, Comm& world, int ep_size)
+    : groups(make_expert_parallel_groups(world, ep_size)) {
+  std::vector<nn::MoE*> found;
+  find_moe(root, found);
+  for (nn::MoE* m : found) {
+    ENGINE_CHECK(!m->forward_hook, "ExpertParallel: an MoE layer already has a forward hook (attached twice?)");
+    layers.push_back(std::make_unique<ExpertParallelMoE>(*m, *groups.ep));
+    const ExpertParallelMoE* layer = layers.back().get();
+    m->forward_hook = [layer](const Tensor& x, const Tensor& w) { return layer->forward(x, w); };
+  }
+}
+
+ExpertParallel::~ExpertParallel() {
+  for (auto& l : layers) l->moe.forward_hook = nullptr;
+}
+
+void ExpertParallel::register_with(DataParallel& dp) const {
+  for (const auto& l : layers) l->register_with(dp, *groups.edp);
+}
+
+void ExpertParallel::gather_experts(const Tensor& flat) const {
+  for (const auto& l : layers) l->gather_experts(flat);
+}
+
 nn::MoEOutput ExpertParallelMoE::forward(const Tensor& x, const Tensor& w) const {
   memory::ModuleScope scope("moe");
   const int64_t C = moe.config.channels, El = local_experts;

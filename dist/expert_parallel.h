@@ -73,9 +73,38 @@ class ExpertParallelMoE {
   // Flat-buffer range [begin, end) of expert e's parameters.
   std::pair<int64_t, int64_t> expert_range(int64_t e) const;
 
+  // Make every EP rank's copy of every expert of this layer current: expert e is broadcast from
+  // its owner inside the EP group, for the flat buffer `flat` (the store's layout: the parameters,
+  // or AdamW's moments). Collective over the EP group. Used before rank 0 writes a checkpoint:
+  // its state dict then holds every expert under its global id (experts.{e}...), so a checkpoint
+  // written under one EP layout loads under any other (each rank loads all and uses its shard).
+  void gather_experts(const Tensor& flat) const;
+
   nn::MoE& moe;
   Comm& ep;
   int64_t num_experts, local_experts, first_local_expert;
+};
+
+// Expert parallelism for a whole model: finds every nn::MoE in the module tree (registration
+// order, the same on every rank), makes the EP and EDP groups, and installs an
+// ExpertParallelMoE as each layer's forward_hook, so the model code calls MoE::forward as before.
+// The hooks are removed when this object is destroyed (it must outlive every forward/backward
+// that uses them).
+class ExpertParallel {
+ public:
+  ExpertParallel(nn::Module& root, Comm& world, int ep_size);
+  ~ExpertParallel();
+  ExpertParallel(const ExpertParallel&) = delete;
+  ExpertParallel& operator=(const ExpertParallel&) = delete;
+
+  // ExpertParallelMoE::register_with for every layer.
+  void register_with(DataParallel& dp) const;
+  // ExpertParallelMoE::gather_experts for every layer.
+  void gather_experts(const Tensor& flat) const;
+
+  int ep_size() const { return groups.ep_size; }
+  ExpertParallelGroups groups;
+  std::vector<std::unique_ptr<ExpertParallelMoE>> layers;
 };
 
 }  // namespace engine::dist

@@ -12,6 +12,9 @@
 //             reference gradients of sum_r L_r divided by the world size (the EDP-only reduction
 //             and the 1/world scale of distributed-notes.md 2.4), experts owned elsewhere are
 //             zero, and the input gradients (x and w) equal the reference rows;
+//   tree      a module tree with two MoE layers (4 and 8 experts) through dist::ExpertParallel's
+//             forward hooks: output, input and all gradients; gather_experts (checkpoints) gives
+//             every rank every expert's parameters and gradients;
 //   double    a gradient-penalty-like second-order step (grad of sum(y gy) w.r.t. x with
 //             create_graph, then backward of its squared norm) gives the reference parameter
 //             gradients: the backward all-to-alls are themselves differentiable.
@@ -194,6 +197,78 @@ void run_case(Context& t, const std::vector<double>& bias, const std::vector<int
 void test_one_idle_expert(Context& t) { run_case(t, {0.5, 0.0, 0.2, -60.0}, {3}); }
 void test_idle_rank(Context& t) { run_case(t, {0.3, 0.0, -60.0, -60.0}, {2, 3}); }
 
+// ---- A model tree with two MoE layers, through dist::ExpertParallel's hooks -------------------
+
+struct TwoLayers : nn::Module {
+  nn::MoE& a;
+  nn::MoE& b;
+  static nn::MoEConfig cfg(int64_t experts) {
+    nn::MoEConfig c = config();
+    c.num_experts = experts;
+    return c;
+  }
+  TwoLayers() : Module("TwoLayers"), a(register_module<nn::MoE>("a", cfg(4))), b(register_module<nn::MoE>("b", cfg(8))) {}
+  // out = b(a(x) + x); loss = loss_a + loss_b
+  std::pair<Tensor, Tensor> forward(const Tensor& x, const Tensor& w) const {
+    const nn::MoEOutput oa = a.forward(x, w);
+    const nn::MoEOutput ob = b.forward(add(oa.y, x), w);
+    return {ob.y, add(oa.loss, ob.loss)};
+  }
+};
+
+void test_model_tree(Context& t) {
+  dist::Comm& world = t.comm;
+  const int W = world.size(), me = world.rank();
+  int64_t total = 0;
+  for (int r = 0; r < W; ++r) total += images_of(r);
+  const int64_t B = images_of(me), first = first_image(me);
+  const TensorOptions popts{DType::f64, Device::cpu(), memory::Kind::param};
+
+  TwoLayers ref;
+  nn::ParameterStore ref_store;
+  ref_store.materialize(ref, 9, popts);
+  Inputs all = inputs(0, total);
+  auto [ry, rloss] = ref.forward(all.x, all.w);
+  autograd::backward(add(sum(mul(ry, all.gy)), rloss));
+
+  for (int ep_size : {1, 2, 4}) {
+    if (W % ep_size != 0) continue;
+    const std::string tag = fmt::format("tree EP={} ", ep_size);
+    TwoLayers model;
+    nn::ParameterStore store;
+    store.materialize(model, 9, popts);
+    dist::DataParallel dp(world, store, model);
+    {
+      dist::ExpertParallel ep(model, world, ep_size);
+      MT_CHECK(t, ep.layers.size() == 2, "{}found {} MoE layers", tag, ep.layers.size());
+      ep.register_with(dp);
+      Inputs mine = inputs(first, B);
+      auto [y, loss] = model.forward(mine.x, mine.w);
+      close(t, tag + "y", y, narrow(ry, 0, first, B));
+      autograd::backward(add(sum(mul(y, mine.gy)), mul(loss, double(B) / double(total))));
+      close(t, tag + "grad x", mine.x.grad(), narrow(all.x.grad(), 0, first, B));
+      dp.allreduce_gradients();
+      // Checkpoint preparation: scribble over the experts this rank does not own, then gather.
+      {
+        autograd::NoGradGuard ng;
+        for (const auto& l : ep.layers)
+          for (int64_t e = 0; e < l->num_experts; ++e) {
+            if (e >= l->first_local_expert && e < l->first_local_expert + l->local_experts) continue;
+            const auto [b0, b1] = l->expert_range(e);
+            copy_(narrow(store.flat_params(), 0, b0, b1 - b0), full({b1 - b0}, -1.0 - me, popts));
+          }
+      }
+      ep.gather_experts(store.flat_params());
+      ep.gather_experts(store.flat_grads());
+      MT_CHECK(t, store.flat_params().to_vector() == ref_store.flat_params().to_vector(),
+               "{}after gather_experts every rank holds every expert's parameters", tag);
+      close(t, tag + "all gradients after gather", store.flat_grads(), div(ref_store.flat_grads(), double(W)));
+    }
+    // Hooks removed: the layers are plain nn::MoE again.
+    MT_CHECK(t, !model.a.forward_hook && !model.b.forward_hook, "{}hooks must be removed", tag);
+  }
+}
+
 void test_errors(Context& t) {
   nn::MoEConfig c = config();
   c.num_experts = 3;
@@ -223,5 +298,6 @@ int main(int argc, char** argv) {
   return mpi_test::run(argc, argv,
                        {{"one_idle_expert", test_one_idle_expert},
                         {"idle_rank", test_idle_rank},
+                        {"model_tree", test_model_tree},
                         {"errors", test_errors}});
 }
