@@ -143,6 +143,8 @@ void DataParallel::end_micro_batch() {
 
 void DataParallel::allreduce_gradients() {
   autograd::NoGradGuard no_grad;
+  // A DataParallel made before ParameterStore::materialize has an empty plan: make it now.
+  if (buckets_.empty() && store_.numel() > 0) plan();
   Tensor flat = store_.flat_grads();
   if (!tree_.empty()) {
     // The local micro-batch tree (one entry for a power-of-two count; otherwise the partial trees
