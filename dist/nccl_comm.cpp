@@ -2,6 +2,7 @@
 #include "dist/nccl_comm.h"
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -159,6 +160,7 @@ class NcclComm final : public Comm {
     if (comm_) ncclCommAbort(comm_);  // unblock kernels waiting on peers
     comm_ = nullptr;
     bootstrap_.abort(message, exit_code);
+    std::_Exit(exit_code == 0 ? 1 : exit_code);  // not reached: the bootstrap's abort ends the job
   }
 
   std::unique_ptr<Comm> split(int color, int key) override {
