@@ -4,6 +4,8 @@
 //  1. Bad input: one line "aurora: error: ..." on stderr naming the problem, exit code 1, and no
 //     output file left behind (missing config, unknown --set key, missing checkpoint, bad --mode,
 //     an --out that already holds a run).
+//  3. SIGTERM in the middle of a run: the step finishes, a checkpoint is written, exit code 0,
+//     and --resume continues from it.
 //  2. A very short run on a micro config and a folder dataset the test writes (coloured squares
 //     with caption sidecars): metrics.jsonl, sample grids, the loss plot and checkpoints appear;
 //     --resume continues from the newest checkpoint; sample and interpolate write PNGs of the
@@ -63,7 +65,7 @@ json micro_config(const std::string& data) {
             {"text_width", 16},      {"text_heads", 2},       {"text_layers", 1},       {"text_mlp_ratio", 2},
             {"text_lr_mul", 0.01},   {"attn_heads", 2},       {"attn_head_dim", 4},     {"attn_groups", 4},
             {"expert_hidden", 8},    {"residual_gain", 0.4},  {"attn_gain", 0.3},       {"fourier_sampling_rate", 4},
-            {"fourier_bandwidth", 1}};
+            {"fourier_bandwidth", 1},    {"compat_official", false}};
   g["stages"] = {{"4", {{"channels", 16}, {"conv_blocks", 1}, {"attn_modules", 0}, {"attn_depth", 0},
                         {"num_kernels", 1}, {"num_experts", 0}, {"mtm", true}}},
                  {"8", {{"channels", 8}, {"conv_blocks", 1}, {"attn_modules", 1}, {"attn_depth", 1},
@@ -207,5 +209,34 @@ TEST_CASE("aurora CLI: a short train, resume, sample and interpolate") {
   CHECK(one_error_line(r.err));
   CHECK(r.err.find("--mode") != std::string::npos);
   CHECK_FALSE(fs::exists(dir + "/bad.png"));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("aurora CLI: SIGTERM writes a checkpoint and exits cleanly") {
+  const std::string dir = tmp_dir(), out = dir + "/run";
+  write_folder_dataset(dir + "/data");
+  json cfg = micro_config("folder:" + dir + "/data");
+  cfg["train"]["steps"] = 100000;
+  cfg["train"]["checkpoint_every"] = 0;
+  cfg["train"]["sample_every"] = 0;
+  std::ofstream(dir + "/c.json") << cfg.dump(2);
+  // timeout sends SIGTERM after 6 s; --preserve-status returns aurora's own exit code.
+  const std::string cmd = "timeout --preserve-status -s TERM 6 " + std::string(AURORA_BINARY) + " train --config " +
+                          dir + "/c.json --out " + out + " > /dev/null 2> " + dir + "/err.txt";
+  const int status = std::system(cmd.c_str());
+  std::ifstream f(dir + "/err.txt");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  INFO(ss.str());
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(ss.str().find("stopped by signal") != std::string::npos);
+  std::vector<std::string> ckpts;
+  for (const auto& e : fs::directory_iterator(out + "/checkpoints")) ckpts.push_back(e.path().string());
+  REQUIRE(ckpts.size() == 1);
+  CHECK(ckpts[0].find("ckpt-00000000.safetensors") == std::string::npos);  // at least one step was done
+  const Result r = run(dir, "train --out " + out + " --resume --steps 0");
+  CHECK(r.code == 0);
+  CHECK(r.err.find("resumed from") != std::string::npos);
   fs::remove_all(dir);
 }

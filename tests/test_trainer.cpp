@@ -54,7 +54,7 @@ json micro_config(int64_t text_width = 16) {
             {"text_width", text_width}, {"text_heads", 2},    {"text_layers", 1},     {"text_mlp_ratio", 2},
             {"text_lr_mul", 0.01},   {"attn_heads", 2},       {"attn_head_dim", 4},   {"attn_groups", 4},
             {"expert_hidden", 8},    {"residual_gain", 0.4},  {"attn_gain", 0.3},     {"fourier_sampling_rate", 4},
-            {"fourier_bandwidth", 1}};
+            {"fourier_bandwidth", 1},    {"compat_official", false}};
   g["stages"] = {{"4", {{"channels", 16}, {"conv_blocks", 1}, {"attn_modules", 0}, {"attn_depth", 0},
                         {"num_kernels", 1}, {"num_experts", 0}, {"mtm", true}}},
                  {"8", {{"channels", 8}, {"conv_blocks", 1}, {"attn_modules", 1}, {"attn_depth", 1},
