@@ -325,3 +325,42 @@ TEST_CASE("checkpoint: shape mismatch and bad files give one-line errors") {
   CHECK(vmsg.find("train.vocab") != std::string::npos);
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("stage rules: kimg schedule and the reference-FID hook") {
+  TrainState s;
+  s.stage = 4;
+  s.image_size = 16;
+  KimgStageRule kimg(1.5);
+  s.nimg = 1499;
+  CHECK_FALSE(kimg.should_grow(s));
+  s.nimg = 1500;
+  CHECK(kimg.should_grow(s));
+  s.stage_start_nimg = 1500;
+  CHECK_FALSE(kimg.should_grow(s));
+
+  // FID provider stand-ins: the reference is computed once per resolution; the generator's FID
+  // falls by 10 per check; growth when it reaches the reference.
+  int reference_calls = 0, generator_calls = 0;
+  double g_fid = 50;
+  ReferenceFidRule fid([&](int64_t r) { ++reference_calls; return r == 4 ? 25.0 : 12.0; },
+                       [&](int64_t) { ++generator_calls; g_fid -= 10; return g_fid; }, 1.0);
+  TrainState t;
+  t.stage = 4;
+  t.image_size = 16;
+  std::vector<bool> grew;
+  for (int64_t nimg = 0; nimg <= 5000; nimg += 500) {
+    t.nimg = nimg;
+    grew.push_back(fid.should_grow(t));
+  }
+  // Checks at 0, 1000, 2000, ... (every 1 kimg, none in between): FID 40, 30, 20, 10, 0, -10:
+  // at or below the reference 25 from nimg 2000 on (the trainer would have grown there).
+  CHECK(grew == std::vector<bool>{false, false, false, false, true, false, true, false, true, false, true});
+  CHECK(reference_calls == 1);
+  CHECK(generator_calls == 6);
+  t.stage = 8;
+  t.nimg = 7000;
+  CHECK(fid.should_grow(t));  // FID -20 <= 12
+  CHECK(reference_calls == 2);
+  CHECK(fid.reference().at(4) == 25.0);
+  CHECK(fid.reference().at(8) == 12.0);
+}
