@@ -70,6 +70,8 @@ int64_t step_of(const std::string& file_name) {
 }  // namespace
 
 void save_checkpoint(Trainer& t, const std::string& path) {
+  // Collective: the ranks must agree before rank 0 writes the replicated state for all of them.
+  t.check_consistency();
   if (!t.comm().is_root()) return;
   io::NamedTensors tensors;
   add_prefixed(tensors, "G.", t.G());

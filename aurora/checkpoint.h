@@ -29,7 +29,9 @@ namespace engine::aurora {
 
 inline constexpr const char* kCheckpointFormat = "aurora-checkpoint-v1";
 
-// Only rank 0 writes (the state is replicated); other ranks return at once.
+// Collective (every rank calls it): Trainer::check_consistency, then rank 0 writes (the state is
+// replicated, so the file does not depend on the rank count and loads at any other); the other
+// ranks return. Every rank loads the whole file.
 void save_checkpoint(Trainer& trainer, const std::string& path);
 // Into a trainer built from the same config: parameters, EMA, moments, optimizer step counts and
 // the TrainState. Throws engine::Error (file, key, both shapes) on any mismatch.

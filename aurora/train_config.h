@@ -50,6 +50,9 @@ struct GrowingConfig {
 struct TrainConfig {
   // Sizes and length.
   int64_t batch_size = 16;      // GLOBAL batch (split evenly over the ranks)
+  int64_t micro_batch = 0;      // rows per forward/backward pass; 0 = the whole local batch. The
+                                // same micro_batch at every rank count makes the data-parallel
+                                // deterministic mode bit-identical across rank counts
   int64_t steps = 10000;        // total training steps (the CLI's --steps / --kimg override it)
   uint64_t seed = 0;            // parameters, z, data order, sample z: Philox streams keyed by it
   // Optimizers (AdamW; spec 9: GigaGAN T2I-64 uses lr 0.0025, betas (0, 0.99)).

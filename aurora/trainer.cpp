@@ -172,6 +172,10 @@ Trainer::Trainer(const AuroraConfig& model, const TrainConfig& train, dist::Comm
   ENGINE_CHECK(train.batch_size % comm.size() == 0, "config.train.batch_size: {} is not divisible by the {} ranks",
                train.batch_size, comm.size());
   local_batch_ = train.batch_size / comm.size();
+  micro_batch_ = train.micro_batch > 0 ? train.micro_batch : local_batch_;
+  ENGINE_CHECK(local_batch_ % micro_batch_ == 0,
+               "config.train.micro_batch: {} does not divide the local batch {} (batch_size {} over {} ranks)",
+               train.micro_batch, local_batch_, train.batch_size, comm.size());
   ENGINE_CHECK(train.growing.start_resolution <= gcfg_.image_size || train.growing.rule == "none",
                "config.train.growing.start_resolution: {} is above image_size {}", train.growing.start_resolution,
                gcfg_.image_size);
@@ -269,10 +273,34 @@ Tensor Trainer::rolled_condition_input(const Tensor& t_D) const {
   return contiguous(narrow(nn::roll_batch(all, 1), 0, int64_t(comm_.rank()) * local_batch_, local_batch_));
 }
 
+void Trainer::set_deterministic_reduce(bool on) {
+  g_dp_->set_deterministic(on);
+  d_dp_->set_deterministic(on);
+}
+
+void Trainer::check_consistency() {
+  g_dp_->check_consistency();
+  d_dp_->check_consistency();
+}
+
+Tensor Trainer::condition_text(const Tensor& ids) const {
+  // t_D of the local batch, micro-batch by micro-batch (the same computations at every rank
+  // count), no grad: D's condition never trains the text encoder.
+  autograd::NoGradGuard no_grad;
+  TensorList parts;
+  for (int64_t m = 0; m < local_batch_ / micro_batch_; ++m)
+    parts.push_back(G_->text_encoder.encode(narrow(ids, 0, m * micro_batch_, micro_batch_)).pooled);
+  return parts.size() == 1 ? parts[0] : cat(parts, 0);
+}
+
 StepResult Trainer::step(const io::Batch& batch) {
   check_batch(batch);
-  const int64_t B = local_batch_, GB = train_.batch_size;
+  const int64_t B = local_batch_, GB = train_.batch_size, MB = micro_batch_, M = B / MB;
   const int64_t first_row = state_.step * GB + int64_t(comm_.rank()) * B;
+  // Loss of one micro-batch (a mean over its rows) times 1/M: the rank's gradient is the mean
+  // over its rows; DataParallel's division by the world size makes it the global mean.
+  const double inv_m = 1.0 / double(M);
+  auto rows = [MB](const Tensor& t, int64_t m) { return narrow(t, 0, m * MB, MB); };
   const Tensor ids = tokenize(batch.captions);
   StepResult res;
   res.stage = state_.stage;
@@ -283,33 +311,42 @@ StepResult Trainer::step(const io::Batch& batch) {
     memory::PhaseScope phase("G_main");
     g_store_.zero_grad();
     set_requires_grad(d_store_, false);
-    Tensor w_for_avg;
+    TensorList w_rows;
     {
-      const TextToImage::Text text = G_->encode(ids);
-      const Tensor z = make_z(B, train_.seed, kPurposeZ_G, first_row);
-      const Tensor w = G_->generator.mapping.forward(z, text.head.t_g);
-      w_for_avg = w.detach();
-      Synthesis::Output s = G_->generator.synthesis.forward(w, text.head.t_seq, stage);
-      const Tensor t_D = text.features.pooled.detach();
-      const Tensor c = D_->condition(t_D), c_hat = D_->condition(rolled_condition_input(t_D));
-      const TensorList fake = fake_pyramid(s.images);
-      const auto preds = D_->forward_with_condition(concat_pyramids({&fake, &fake}), cat({c, c_hat}, 0));
-      const Tensor g_adv = nn::g_loss(logits_of(preds, 0, B));
-      const Tensor g_match = nn::g_match_loss(logits_of(preds, B, B));
-      Tensor loss = add(g_adv, mul(g_match, train_.match_weight));
-      if (s.moe_loss.defined()) loss = add(loss, mul(s.moe_loss, train_.moe_loss_weight));
-      autograd::backward(loss);
-      res.g_adv = g_adv.item();
-      res.g_match = g_match.item();
-      res.moe = s.moe_loss.defined() ? s.moe_loss.item() : 0.0;
-      res.g_loss = loss.item();
+      const Tensor t_D = condition_text(ids), t_hat = rolled_condition_input(t_D);
+      for (int64_t m = 0; m < M; ++m) {
+        const TextToImage::Text text = G_->encode(rows(ids, m));
+        const Tensor z = make_z(MB, train_.seed, kPurposeZ_G, first_row + m * MB);
+        const Tensor w = G_->generator.mapping.forward(z, text.head.t_g);
+        w_rows.push_back(w.detach());
+        Synthesis::Output s = G_->generator.synthesis.forward(w, text.head.t_seq, stage);
+        const Tensor c = D_->condition(rows(t_D, m)), c_hat = D_->condition(rows(t_hat, m));
+        const TensorList fake = fake_pyramid(s.images);
+        const auto preds = D_->forward_with_condition(concat_pyramids({&fake, &fake}), cat({c, c_hat}, 0));
+        const Tensor g_adv = nn::g_loss(logits_of(preds, 0, MB));
+        const Tensor g_match = nn::g_match_loss(logits_of(preds, MB, MB));
+        Tensor loss = add(g_adv, mul(g_match, train_.match_weight));
+        if (s.moe_loss.defined()) loss = add(loss, mul(s.moe_loss, train_.moe_loss_weight));
+        autograd::backward(mul(loss, inv_m));
+        g_dp_->end_micro_batch();
+        res.g_adv += g_adv.item() * inv_m;
+        res.g_match += g_match.item() * inv_m;
+        res.moe += s.moe_loss.defined() ? s.moe_loss.item() * inv_m : 0.0;
+        res.g_loss += loss.item() * inv_m;
+      }
     }
     set_requires_grad(d_store_, true);
     g_dp_->allreduce_gradients();
     g_opt_->step();
-    G_->generator.mapping.update_w_avg(w_for_avg, train_.w_avg_decay);
-    w_for_avg = Tensor();
-    g_dp_->average_buffer(G_->generator.mapping.w_avg.value);
+    // w_avg from the mean w of the whole global batch (all-gathered in global sample order), so
+    // every rank computes the same value at any rank count.
+    {
+      autograd::NoGradGuard no_grad;
+      const Tensor w_local = w_rows.size() == 1 ? w_rows[0] : cat(w_rows, 0);
+      G_->generator.mapping.update_w_avg(comm_.size() > 1 ? comm_.allgather(contiguous(w_local)) : w_local,
+                                         train_.w_avg_decay);
+      w_rows.clear();
+    }
     // EMA with StyleGAN2-ADA's optional ramp-up of the half-life.
     double half_life = train_.ema_kimg * 1000.0;
     if (train_.ema_rampup > 0) half_life = std::min(half_life, double(state_.nimg + GB) * train_.ema_rampup);
@@ -319,32 +356,36 @@ StepResult Trainer::step(const io::Batch& batch) {
   }
 
   // ---- D_main ----
+  // t_D after G's update (the text encoder trains with G); R1 uses the same.
+  const Tensor t_D = condition_text(ids);
   {
     memory::PhaseScope phase("D_main");
     d_store_.zero_grad();
-    TensorList fake;
-    Tensor t_D;
-    {
-      autograd::NoGradGuard no_grad;
-      const TextToImage::Text text = G_->encode(ids);
-      const Tensor z = make_z(B, train_.seed, kPurposeZ_D, first_row);
-      Synthesis::Output s = G_->generator.synthesis.forward(G_->generator.mapping.forward(z, text.head.t_g),
-                                                            text.head.t_seq, stage);
-      fake = fake_pyramid(s.images);
-      t_D = text.features.pooled;
+    const Tensor t_hat = rolled_condition_input(t_D);
+    for (int64_t m = 0; m < M; ++m) {
+      TensorList fake;
+      {
+        autograd::NoGradGuard no_grad;
+        const TextToImage::Text text = G_->encode(rows(ids, m));
+        const Tensor z = make_z(MB, train_.seed, kPurposeZ_D, first_row + m * MB);
+        Synthesis::Output s = G_->generator.synthesis.forward(G_->generator.mapping.forward(z, text.head.t_g),
+                                                              text.head.t_seq, stage);
+        fake = fake_pyramid(s.images);
+      }
+      const TensorList real = real_pyramid(rows(batch.images, m));
+      const Tensor c = D_->condition(rows(t_D, m)), c_hat = D_->condition(rows(t_hat, m));
+      const auto preds =
+          D_->forward_with_condition(concat_pyramids({&real, &fake, &real, &fake}), cat({c, c, c_hat, c_hat}, 0));
+      const Tensor d_adv = nn::d_loss(logits_of(preds, 0, MB), logits_of(preds, MB, MB));
+      const Tensor d_match = nn::d_match_loss(logits_of(preds, 2 * MB, MB), logits_of(preds, 3 * MB, MB));
+      const Tensor loss = add(d_adv, mul(d_match, train_.match_weight));
+      autograd::backward(mul(loss, inv_m));
+      d_dp_->end_micro_batch();
+      res.d_real += nn::d_loss_real(logits_of(preds, 0, MB)).item() * inv_m;
+      res.d_fake += nn::d_loss_fake(logits_of(preds, MB, MB)).item() * inv_m;
+      res.d_match += d_match.item() * inv_m;
+      res.d_loss += loss.item() * inv_m;
     }
-    const TensorList real = real_pyramid(batch.images);
-    const Tensor c = D_->condition(t_D), c_hat = D_->condition(rolled_condition_input(t_D));
-    const auto preds =
-        D_->forward_with_condition(concat_pyramids({&real, &fake, &real, &fake}), cat({c, c, c_hat, c_hat}, 0));
-    const Tensor d_adv = nn::d_loss(logits_of(preds, 0, B), logits_of(preds, B, B));
-    const Tensor d_match = nn::d_match_loss(logits_of(preds, 2 * B, B), logits_of(preds, 3 * B, B));
-    const Tensor loss = add(d_adv, mul(d_match, train_.match_weight));
-    autograd::backward(loss);
-    res.d_real = nn::d_loss_real(logits_of(preds, 0, B)).item();
-    res.d_fake = nn::d_loss_fake(logits_of(preds, B, B)).item();
-    res.d_match = d_match.item();
-    res.d_loss = loss.item();
     d_dp_->allreduce_gradients();
     d_opt_->step();
   }
@@ -354,22 +395,36 @@ StepResult Trainer::step(const io::Batch& batch) {
   if (train_.r1_interval > 0 && train_.r1_gamma > 0 && state_.step % train_.r1_interval == 0) {
     memory::PhaseScope phase("D_r1");
     d_store_.zero_grad();
-    TensorList real = real_pyramid(batch.images);
-    for (Tensor& x : real) x = contiguous(x).detach().requires_grad_(true);
-    Tensor t_D;
-    {
-      autograd::NoGradGuard no_grad;
-      t_D = G_->text_encoder.encode(ids).pooled;
+    double r1_sum = 0;
+    for (int64_t m = 0; m < M; ++m) {
+      TensorList real = real_pyramid(rows(batch.images, m));
+      for (Tensor& x : real) x = contiguous(x).detach().requires_grad_(true);
+      const auto preds = D_->forward(real, rows(t_D, m));
+      TensorList outs;
+      for (const DiscPrediction& p : preds) outs.push_back(p.logits);
+      const Tensor r1 = nn::r1_penalty(outs, real, train_.r1_gamma);
+      // interval * inv_m: an integer times a power of two for power-of-two M, exact.
+      autograd::backward(mul(r1, double(train_.r1_interval) * inv_m));
+      d_dp_->end_micro_batch();
+      r1_sum += r1.item() * inv_m;
     }
-    const auto preds = D_->forward(real, t_D);
-    TensorList outs;
-    for (const DiscPrediction& p : preds) outs.push_back(p.logits);
-    const Tensor r1 = nn::r1_penalty(outs, real, train_.r1_gamma);
-    autograd::backward(mul(r1, double(train_.r1_interval)));
-    res.r1 = r1.item();
+    res.r1 = r1_sum;
     res.r1_applied = true;
     d_dp_->allreduce_gradients();
     d_opt_->step();
+  }
+
+  // Logged losses: the mean over the ranks (every rank gets the same values).
+  if (comm_.size() > 1) {
+    double* fields[] = {&res.g_loss, &res.g_adv, &res.g_match, &res.moe,   &res.d_loss,
+                        &res.d_real, &res.d_fake, &res.d_match, &res.r1};
+    const size_t n = res.r1_applied ? 9 : 8;
+    std::vector<double> v;
+    for (size_t i = 0; i < n; ++i) v.push_back(*fields[i]);
+    Tensor t = from_vector(v, {int64_t(n)}, TensorOptions{DType::f64});
+    comm_.allreduce(t);
+    const std::vector<double> sum = t.to_vector();
+    for (size_t i = 0; i < n; ++i) *fields[i] = sum[i] / double(comm_.size());
   }
 
   // ---- bookkeeping, growing ----

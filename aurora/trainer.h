@@ -17,10 +17,18 @@
 //           r1_interval * gamma/2 * mean_b |grad_{pyramid} sum_ij D_ij(x, c)|^2   (Note [R1 double backward])
 // c_hat: the captions rolled by one over the GLOBAL batch (nn::roll_batch on the all-gathered
 // t_D), so a sample's mismatched caption does not depend on the rank count. Each phase is
-// backward, DataParallel::allreduce_gradients, AdamW step. With lazy R1 the D optimizer's lr
+// backward, DataParallel::allreduce_gradients, AdamW step.
+// Data parallel (docs/distributed.md): each rank runs its local batch in micro-batches of
+// train.micro_batch rows; each micro-batch loss (a mean over its rows) is scaled by 1 / (micro-
+// batches per rank) before backward, and DataParallel divides the rank sum by the world size, so
+// the gradient is the mean over the global batch at any rank count. Everything a micro-batch
+// computes depends on its own rows only (z and data keyed by global sample index, t_D of the
+// captions computed per micro-batch), so with a fixed micro-batch size the per-micro-batch
+// gradients are the same at every rank count, and deterministic mode sums them in one fixed tree. With lazy R1 the D optimizer's lr
 // and betas are adjusted as in StyleGAN2 (ratio = interval / (interval + 1): lr * ratio,
 // beta ** ratio), so the regulariser does not change D's effective step size. After G_main:
-// w_avg <- lerp(mean w, w_avg, w_avg_decay) (averaged over ranks), then the EMA.
+// w_avg <- lerp(mean w, w_avg, w_avg_decay) with the mean over the all-gathered global batch
+// (identical on every rank, no averaging of per-rank w_avg), then the EMA.
 // D sees t_D = the text encoder's pooled embedding, DETACHED: the text encoder learns only from
 // G's losses through the generator's token input, so G cannot move D's condition to fool it.
 //
@@ -138,8 +146,9 @@ class ReferenceFidRule : public StageRule {
   int64_t last_check_nimg_ = -1;
 };
 
-// Losses of one step (global means: each rank's value is allreduced for logging only when
-// `log` is requested; otherwise the rank-local value). r1 is NaN on steps without R1.
+// Losses of one step: means over the GLOBAL batch (each rank's micro-batch means are averaged,
+// then averaged over the ranks with one small allreduce), the same on every rank and at every
+// rank count. r1 is NaN on steps without R1.
 struct StepResult {
   double g_loss = 0, g_adv = 0, g_match = 0, moe = 0;
   double d_loss = 0, d_real = 0, d_fake = 0, d_match = 0;
@@ -174,6 +183,14 @@ class Trainer {
   const nlohmann::json& model_json() const { return model_json_; }
   void set_model_json(nlohmann::json j) { model_json_ = std::move(j); }
   int64_t local_batch() const { return local_batch_; }
+  int64_t micro_batch() const { return micro_batch_; }
+  // Data-parallel reduction in rank order (dist::DataParallel::set_deterministic): with the same
+  // power-of-two micro_batch count at every rank count, the parameters are bit-identical for any
+  // rank count. Also on with AURORA_DETERMINISTIC_REDUCE=1.
+  void set_deterministic_reduce(bool on);
+  // Collective: every rank's G and D parameters and buffers agree (G_ema follows G) (DataParallel::check_consistency);
+  // an engine::Error naming the first differing parameter otherwise. save_checkpoint calls it.
+  void check_consistency();
   dist::Comm& comm() const { return comm_; }
   const StageRule& stage_rule() const { return *rule_; }
 
@@ -194,6 +211,7 @@ class Trainer {
   TensorList real_pyramid(const Tensor& images) const;              // no grad
   TensorList fake_pyramid(const std::map<int64_t, Tensor>& images) const;
   Tensor rolled_condition_input(const Tensor& t_D) const;  // global roll by one, local rows
+  Tensor condition_text(const Tensor& ids) const;           // t_D of the local batch, no grad
   void check_batch(const io::Batch& batch) const;
 
   AuroraConfig model_;
@@ -201,7 +219,7 @@ class Trainer {
   TrainConfig train_;
   dist::Comm& comm_;
   GeneratorConfig gcfg_;
-  int64_t local_batch_ = 0;
+  int64_t local_batch_ = 0, micro_batch_ = 0;
   std::unique_ptr<io::ClipTokenizer> tokenizer_;
   std::unique_ptr<TextToImage> G_, G_ema_;
   std::unique_ptr<Discriminator> D_;

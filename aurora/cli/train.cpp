@@ -155,9 +155,9 @@ void run_train(const TrainOptions& opt) {
     write_loss_plot(opt.out);
   };
   auto write_checkpoint = [&] {
-    if (!root) return;
+    // Every rank: save_checkpoint checks that the ranks agree (collective); rank 0 writes.
     aurora::save_checkpoint(trainer, ckpt_dir + "/" + aurora::checkpoint_file_name(trainer.state().step));
-    aurora::prune_checkpoints(ckpt_dir, train.keep_checkpoints);
+    if (root) aurora::prune_checkpoints(ckpt_dir, train.keep_checkpoints);
   };
 
   io::LoaderOptions lo;
