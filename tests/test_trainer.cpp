@@ -21,6 +21,8 @@
 #include <string>
 #include <vector>
 
+#include <omp.h>
+
 #include "aurora/checkpoint.h"
 #include "aurora/config.h"
 #include "aurora/small_text_encoder.h"
@@ -287,6 +289,69 @@ TEST_CASE("trainer: resume continues bit-exactly") {
   CHECK_FALSE(bit_equal(straight->g_store().flat_params(), resumed->g_store().flat_params()));
   std::filesystem::remove_all(dir);
   MESSAGE("resume test: " << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s");
+}
+
+// Issue 5's resume test at length: kLongSteps steps straight vs kLongSteps/2 + checkpoint + load
+// into a fresh trainer + kLongSteps/2, compared bit for bit. The micro model is far too small to
+// gain from threads, and OpenMP threads spinning against other tests (ctest -j) slow it tenfold:
+// one thread here.
+constexpr int64_t kLongSteps = 2000;
+
+struct OneThread {
+  int saved = omp_get_max_threads();
+  OneThread() { omp_set_num_threads(1); }
+  ~OneThread() { omp_set_num_threads(saved); }
+};
+
+TEST_CASE("trainer: resume continues bit-exactly over a long run") {
+  OneThread one_thread;
+  const auto t0 = std::chrono::steady_clock::now();
+  json doc = micro_config();
+  // Grow 4 -> 8 px at a quarter of the run (before the checkpoint); R1 every 4 steps.
+  doc["train"]["growing"]["stage_kimg"] = double(kLongSteps / 4 * 4) / 1000.0;
+  doc["train"]["r1_interval"] = 4;
+  auto comm = dist::make_local_comm();
+  auto straight = make_trainer(doc, *comm);
+  for (int64_t s = 0; s < kLongSteps; ++s) straight->step(make_batch(s, 4, 8));
+  const std::string dir = tmp_dir("resume_long");
+  const std::string path = dir + "/" + checkpoint_file_name(kLongSteps / 2);
+  {
+    auto first = make_trainer(doc, *comm);
+    for (int64_t s = 0; s < kLongSteps / 2; ++s) first->step(make_batch(s, 4, 8));
+    CHECK(first->state().stage == 8);
+    save_checkpoint(*first, path);
+  }
+  auto resumed = make_trainer(doc, *comm);
+  load_checkpoint(*resumed, path);
+  for (int64_t s = kLongSteps / 2; s < kLongSteps; ++s) resumed->step(make_batch(s, 4, 8));
+  CHECK(resumed->state().step == kLongSteps);
+  CHECK(resumed->state().nimg == straight->state().nimg);
+  CHECK(resumed->state().stage == straight->state().stage);
+  CHECK(resumed->g_opt().steps() == straight->g_opt().steps());
+  CHECK(resumed->d_opt().steps() == straight->d_opt().steps());
+  int64_t differ = 0, compared = 0;
+  for (auto [a, b] : {std::pair<nn::Module*, nn::Module*>{&straight->G(), &resumed->G()},
+                      {&straight->G_ema(), &resumed->G_ema()},
+                      {&straight->D(), &resumed->D()}}) {
+    auto sa = nn::state_dict(*a), sb = nn::state_dict(*b);
+    REQUIRE(sa.size() == sb.size());
+    for (size_t i = 0; i < sa.size(); ++i, ++compared)
+      if (!bit_equal(sa[i].second, sb[i].second)) {
+        if (differ++ < 5) MESSAGE("differs: " << sa[i].first);
+      }
+  }
+  CHECK(differ == 0);
+  CHECK(compared > 100);
+  CHECK(bit_equal(straight->g_opt().exp_avg(), resumed->g_opt().exp_avg()));
+  CHECK(bit_equal(straight->g_opt().exp_avg_sq(), resumed->g_opt().exp_avg_sq()));
+  CHECK(bit_equal(straight->d_opt().exp_avg(), resumed->d_opt().exp_avg()));
+  CHECK(bit_equal(straight->d_opt().exp_avg_sq(), resumed->d_opt().exp_avg_sq()));
+  // The parameters moved over the run (the comparison is not between two untouched copies).
+  auto fresh = make_trainer(doc, *comm);
+  CHECK_FALSE(bit_equal(fresh->g_store().flat_params(), resumed->g_store().flat_params()));
+  std::filesystem::remove_all(dir);
+  MESSAGE("long resume test: " << kLongSteps << " + " << kLongSteps / 2 << " + " << kLongSteps / 2 << " steps in "
+                               << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s");
 }
 
 TEST_CASE("checkpoint: shape mismatch and bad files give one-line errors") {
