@@ -72,6 +72,7 @@ int64_t step_of(const std::string& file_name) {
 void save_checkpoint(Trainer& t, const std::string& path) {
   // Collective: the ranks must agree before rank 0 writes the replicated state for all of them.
   t.check_consistency();
+  t.gather_experts();  // rank 0 then holds every expert (G, G_ema, moments) under its global id
   if (!t.comm().is_root()) return;
   io::NamedTensors tensors;
   add_prefixed(tensors, "G.", t.G());

@@ -105,6 +105,7 @@ json GrowingConfig::to_json() const {
 json TrainConfig::to_json() const {
   return {{"batch_size", batch_size},
           {"micro_batch", micro_batch},
+          {"expert_parallel", expert_parallel},
           {"steps", steps},
           {"seed", seed},
           {"g_lr", g_lr},
@@ -141,6 +142,7 @@ TrainConfig parse_train_config(const json& j, const std::string& path) {
   constexpr double inf = 1e300;
   r.integer("batch_size", c.batch_size, 1, "a positive integer (the global batch)");
   r.integer("micro_batch", c.micro_batch, 0, "an integer >= 0 (0 = the whole local batch)");
+  r.integer("expert_parallel", c.expert_parallel, 1, "a positive integer (the expert-parallel group size)");
   r.integer("steps", c.steps, 0, "an integer >= 0");
   if (const json* v = r.find("seed")) {
     ENGINE_CHECK(v->is_number_integer() && (v->is_number_unsigned() || v->get<int64_t>() >= 0),

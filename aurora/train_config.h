@@ -50,6 +50,9 @@ struct GrowingConfig {
 struct TrainConfig {
   // Sizes and length.
   int64_t batch_size = 16;      // GLOBAL batch (split evenly over the ranks)
+  int64_t expert_parallel = 1;  // EP group size: the MoE experts of G sharded over this many ranks
+                                // (dist/expert_parallel.h); must divide the rank count and every
+                                // MoE layer's expert count
   int64_t micro_batch = 0;      // rows per forward/backward pass; 0 = the whole local batch. The
                                 // same micro_batch at every rank count makes the data-parallel
                                 // deterministic mode bit-identical across rank counts

@@ -209,6 +209,12 @@ Trainer::Trainer(const AuroraConfig& model, const TrainConfig& train, dist::Comm
 
   g_dp_ = std::make_unique<dist::DataParallel>(comm_, g_store_, *G_);
   d_dp_ = std::make_unique<dist::DataParallel>(comm_, d_store_, *D_);
+  if (train.expert_parallel > 1) {
+    ENGINE_CHECK(comm.size() % int(train.expert_parallel) == 0,
+                 "config.train.expert_parallel: {} does not divide the {} ranks", train.expert_parallel, comm.size());
+    ep_ = std::make_unique<dist::ExpertParallel>(*G_, comm_, int(train.expert_parallel));
+    ep_->register_with(*g_dp_);
+  }
   g_dp_->broadcast_parameters();
   d_dp_->broadcast_parameters();
 
@@ -276,6 +282,14 @@ Tensor Trainer::rolled_condition_input(const Tensor& t_D) const {
 void Trainer::set_deterministic_reduce(bool on) {
   g_dp_->set_deterministic(on);
   d_dp_->set_deterministic(on);
+}
+
+void Trainer::gather_experts() {
+  if (!ep_) return;
+  ep_->gather_experts(g_store_.flat_params());
+  ep_->gather_experts(g_ema_store_.flat_params());
+  ep_->gather_experts(g_opt_->exp_avg());
+  ep_->gather_experts(g_opt_->exp_avg_sq());
 }
 
 void Trainer::check_consistency() {

@@ -32,6 +32,12 @@
 // D sees t_D = the text encoder's pooled embedding, DETACHED: the text encoder learns only from
 // G's losses through the generator's token input, so G cannot move D's condition to fool it.
 //
+// Expert parallelism (train.expert_parallel = R > 1; dist/expert_parallel.h): G's MoE layers run
+// with their experts sharded over EP groups of R consecutive ranks (forward hooks installed by
+// dist::ExpertParallel), expert gradients reduced over the expert-data-parallel group. G_ema has
+// no hooks (it samples on one rank with every expert): its EMA is exact for the experts a rank
+// owns, and gather_experts() makes every copy current before sampling and checkpoints.
+//
 // Randomness (DESIGN.md section 10): z comes from the counter-based Philox stream keyed by
 // (seed, purpose), at offset (step * global_batch + global sample index) * z_dim, so a sample's z
 // depends on (seed, step, global index, purpose) only: not on the rank count, not on the order of
@@ -63,6 +69,7 @@
 #include "aurora/train_config.h"
 #include "dist/comm.h"
 #include "dist/data_parallel.h"
+#include "dist/expert_parallel.h"
 #include "io/clip_tokenizer.h"
 #include "io/dataset.h"
 #include "nn/adamw.h"
@@ -191,6 +198,11 @@ class Trainer {
   // Collective: every rank's G and D parameters and buffers agree (G_ema follows G) (DataParallel::check_consistency);
   // an engine::Error naming the first differing parameter otherwise. save_checkpoint calls it.
   void check_consistency();
+  // Collective; a no-op without expert parallelism. With train.expert_parallel > 1 each rank
+  // updates only the experts it owns (in G, G's AdamW moments and G_ema); this broadcasts every
+  // expert from its owner, so every rank holds the whole current model: call it on every rank
+  // before sampling from G_ema or reading the experts (save_checkpoint calls it).
+  void gather_experts();
   dist::Comm& comm() const { return comm_; }
   const StageRule& stage_rule() const { return *rule_; }
 
@@ -227,6 +239,7 @@ class Trainer {
   std::unique_ptr<nn::AdamW> g_opt_, d_opt_;
   std::unique_ptr<nn::Ema> ema_;
   std::unique_ptr<dist::DataParallel> g_dp_, d_dp_;
+  std::unique_ptr<dist::ExpertParallel> ep_;  // G's MoE layers, when train.expert_parallel > 1
   std::unique_ptr<StageRule> rule_;
   TrainState state_;
 };

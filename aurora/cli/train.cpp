@@ -147,6 +147,7 @@ void run_train(const TrainOptions& opt) {
   }
   const Tensor sample_z = trainer.make_z(int64_t(captions.size()), train.seed, aurora::Trainer::kPurposeSample, 0);
   auto write_samples = [&](int64_t step) {
+    trainer.gather_experts();  // every rank (collective; a no-op without expert parallelism)
     if (!root) return;
     Tensor imgs = trainer.sample(captions, sample_z, train.sample_psi);
     const Tensor grid = aurora::display_grid(imgs, 8);  // every stage shown at 64 px per cell

@@ -15,6 +15,9 @@
 //                into a one-process trainer (np = 1): the loaded state equals an uninterrupted
 //                one-process run after 2 steps, and one more step equals it after 3 steps, bit
 //                for bit (deterministic mode, micro-batches of 1).
+//   expert_parallel  (np >= 2) two steps with train.expert_parallel = 2 (G's 2 experts sharded over
+//                EP groups of 2 ranks) equal two steps with expert_parallel = 1, within the
+//                rounding tolerances of the invariance test, after gather_experts().
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -153,6 +156,29 @@ std::vector<double> losses_of(const StepResult& r) {
   return {r.g_loss, r.g_adv, r.g_match, r.moe, r.d_loss, r.d_real, r.d_fake, r.d_match, r.r1};
 }
 
+// Two trainers' states after the same training, up to f32 rounding:
+//  - gradients (the AdamW moments, per buffer): |a - b| <= 1e-5 max|b| (f32 sums over the batch
+//    in another order: elements that nearly cancel keep an absolute, not a relative, error);
+//  - parameters: rtol 1e-5 plus 1% of one step (lr 0.0025): Adam's first step
+//    lr * g / (|g| + eps) amplifies rounding-level gradient differences where |g| ~ eps.
+void close_to(Context& t, Trainer& got, Trainer& want, const std::string& what) {
+  std::string why;  // (filled before MT_CHECK formats it: argument order is unspecified)
+  const std::vector<Tensor> mg = {got.g_opt().exp_avg(), got.g_opt().exp_avg_sq(), got.d_opt().exp_avg(),
+                                  got.d_opt().exp_avg_sq()};
+  const std::vector<Tensor> mw = {want.g_opt().exp_avg(), want.g_opt().exp_avg_sq(), want.d_opt().exp_avg(),
+                                  want.d_opt().exp_avg_sq()};
+  for (size_t k = 0; k < mg.size(); ++k) {
+    const std::vector<double> a = mg[k].to_vector(), b = mw[k].to_vector();
+    double scale = 0;
+    for (double v : b) scale = std::max(scale, std::fabs(v));
+    MT_CHECK(t, scale > 0, "{}: moment buffer {} is zero", what, k);
+    const bool close_m = mpi_test::allclose(a, b, 0.0, 1e-5 * scale, &why);
+    MT_CHECK(t, close_m, "{}, AdamW moment buffer {} (max {}): {}", what, k, scale, why);
+  }
+  const bool close_p = mpi_test::allclose(params_of(got), params_of(want), 1e-5, 0.01 * 0.0025, &why);
+  MT_CHECK(t, close_p, "{}, parameters: {}", what, why);
+}
+
 void test_invariance(Context& t) {
   const int R = t.comm.size();
   auto local_comm = dist::make_local_comm();
@@ -176,25 +202,7 @@ void test_invariance(Context& t) {
       MT_CHECK(t, n == 0, "deterministic mode: {} of {} values differ from the one-process run (first at {}: {} vs {})",
                n, got.size(), first, first < got.size() ? got[first] : 0.0, first < want.size() ? want[first] : 0.0);
     } else {
-      // Gradients (the moments, per buffer): |a - b| <= 1e-5 max|b| (f32 sums over the batch in
-      // another order: elements that nearly cancel keep an absolute, not a relative, error).
-      // Parameters: rtol 1e-5 plus 1% of one step (lr 0.0025): Adam's first step
-      // lr * g / (|g| + eps) amplifies rounding-level gradient differences where |g| ~ eps.
-      std::string why;  // (filled before MT_CHECK formats it: argument order is unspecified)
-      const std::vector<Tensor> mg = {dist_trainer->g_opt().exp_avg(), dist_trainer->g_opt().exp_avg_sq(),
-                                      dist_trainer->d_opt().exp_avg(), dist_trainer->d_opt().exp_avg_sq()};
-      const std::vector<Tensor> mr = {ref->g_opt().exp_avg(), ref->g_opt().exp_avg_sq(), ref->d_opt().exp_avg(),
-                                      ref->d_opt().exp_avg_sq()};
-      for (size_t k = 0; k < mg.size(); ++k) {
-        const std::vector<double> a = mg[k].to_vector(), b = mr[k].to_vector();
-        double scale = 0;
-        for (double v : b) scale = std::max(scale, std::fabs(v));
-        MT_CHECK(t, scale > 0, "moment buffer {} is zero", k);
-        const bool close_m = mpi_test::allclose(a, b, 0.0, 1e-5 * scale, &why);
-        MT_CHECK(t, close_m, "allreduce mode, AdamW moment buffer {} (max {}): {}", k, scale, why);
-      }
-      const bool close_p = mpi_test::allclose(params_of(*dist_trainer), params_of(*ref), 1e-5, 0.01 * 0.0025, &why);
-      MT_CHECK(t, close_p, "allreduce mode, parameters: {}", why);
+      close_to(t, *dist_trainer, *ref, "allreduce mode");
     }
     // Logged losses: the global means, on every rank (rank 0's own rows alone would differ).
     std::string why;
@@ -256,8 +264,48 @@ void test_checkpoint(Context& t) {
   if (t.comm.is_root()) std::filesystem::remove_all(dir);
 }
 
+// Expert parallelism in the trainer: G's experts sharded over EP groups of 2 (the 8 px stage has
+// 2 experts, so each EP rank owns one) train like EP = 1, both on the whole world.
+void test_expert_parallel(Context& t) {
+  if (t.comm.size() < 2) {
+    if (t.comm.is_root()) std::printf("[np=1] expert_parallel: needs np >= 2, skipped\n");
+    return;
+  }
+  auto make = [&](int64_t ep) {
+    json doc = micro_config(0);
+    doc["train"]["expert_parallel"] = ep;
+    const AuroraConfig cfg = parse_config(doc);
+    return std::make_unique<Trainer>(cfg, parse_train_config(cfg.train), t.comm);
+  };
+  // Two steps: the experts get no gradient in the first (the MoE branch's output starts at zero
+  // weight), so the second is where they train.
+  auto fresh = make(1);
+  auto dense = make(1);
+  for (int64_t s = 0; s < 2; ++s) train_step(*dense, s);
+  auto sharded = make(2);
+  for (int64_t s = 0; s < 2; ++s) train_step(*sharded, s);
+  // Expert parameters: trained, and before the gather the experts this rank does not own are
+  // stale (the hooks really shard them).
+  auto experts_of = [](Trainer& tr) {
+    std::vector<double> out;
+    for (auto& [name, v] : nn::state_dict(tr.G()))
+      if (name.find(".moe.experts.") != std::string::npos) {
+        const std::vector<double> x = v.to_vector();
+        out.insert(out.end(), x.begin(), x.end());
+      }
+    return out;
+  };
+  const std::vector<double> e_fresh = experts_of(*fresh), e_dense = experts_of(*dense);
+  MT_CHECK(t, !e_dense.empty() && e_dense != e_fresh, "the experts did not train");
+  std::string why;
+  const bool stale_close = mpi_test::allclose(experts_of(*sharded), e_dense, 1e-5, 0.01 * 0.0025, &why);
+  MT_CHECK(t, !stale_close, "before gather_experts the non-owned experts should be stale");
+  sharded->gather_experts();
+  close_to(t, *sharded, *dense, "EP = 2 vs EP = 1");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  return mpi_test::run(argc, argv, {{"invariance", test_invariance}, {"checkpoint", test_checkpoint}});
+  return mpi_test::run(argc, argv, {{"invariance", test_invariance}, {"checkpoint", test_checkpoint}, {"expert_parallel", test_expert_parallel}});
 }
