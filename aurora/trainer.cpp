@@ -211,7 +211,8 @@ Trainer::Trainer(const AuroraConfig& model, const TrainConfig& train, dist::Comm
   d_dp_ = std::make_unique<dist::DataParallel>(comm_, d_store_, *D_);
   if (train.expert_parallel > 1) {
     ENGINE_CHECK(comm.size() % int(train.expert_parallel) == 0,
-                 "config.train.expert_parallel: {} does not divide the {} ranks", train.expert_parallel, comm.size());
+                 "config.train.expert_parallel: {} does not divide the {} ranks (e.g. --set train.expert_parallel=1)",
+                 train.expert_parallel, comm.size());
     ep_ = std::make_unique<dist::ExpertParallel>(*G_, comm_, int(train.expert_parallel));
     ep_->register_with(*g_dp_);
   }

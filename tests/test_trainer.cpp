@@ -240,7 +240,14 @@ TEST_CASE("trainer: an lr multiplier of 0 freezes exactly the parameters it name
   CHECK_FALSE(bit_equal(synth_before, t->G().generator.synthesis.stages.at(4)->torgb->named_parameters()[0].second->value));
 }
 
+struct OneThread {
+  int saved = omp_get_max_threads();
+  OneThread() { omp_set_num_threads(1); }
+  ~OneThread() { omp_set_num_threads(saved); }
+};
+
 TEST_CASE("trainer: resume continues bit-exactly") {
+  OneThread one_thread;
   // N = 8 steps (R1 every 2 steps, stage 4 -> 8 after 3 steps), batch 4, the micro config.
   const int64_t N = 8;
   const auto t0 = std::chrono::steady_clock::now();
@@ -296,12 +303,6 @@ TEST_CASE("trainer: resume continues bit-exactly") {
 // gain from threads, and OpenMP threads spinning against other tests (ctest -j) slow it tenfold:
 // one thread here.
 constexpr int64_t kLongSteps = 2000;
-
-struct OneThread {
-  int saved = omp_get_max_threads();
-  OneThread() { omp_set_num_threads(1); }
-  ~OneThread() { omp_set_num_threads(saved); }
-};
 
 TEST_CASE("trainer: resume continues bit-exactly over a long run") {
   OneThread one_thread;
