@@ -124,6 +124,13 @@ json TrainConfig::to_json() const {
           {"growing", growing.to_json()},
           {"text_encoder", text_encoder},
           {"small_text_encoder", small_text_encoder.to_json()},
+          {"clip_weights", clip_weights},
+          {"clip_text_heads", clip_text_heads},
+          {"clip_vision_heads", clip_vision_heads},
+          {"clip_loss_weight", clip_loss_weight},
+          {"clip_loss_kind", clip_loss_kind},
+          {"clip_loss_resolutions", clip_loss_resolutions},
+          {"clip_loss_level_weights", clip_loss_level_weights},
           {"vocab", vocab},
           {"data", data},
           {"flip", flip},
@@ -193,6 +200,33 @@ TrainConfig parse_train_config(const json& j, const std::string& path) {
     tr.number("lr_mul", c.small_text_encoder.lr_mul, 1e-12, inf, "a number > 0");
     tr.finish();
   }
+  r.string("clip_weights", c.clip_weights);
+  r.integer("clip_text_heads", c.clip_text_heads, 0, "an integer >= 0 (0 = width / 64)");
+  r.integer("clip_vision_heads", c.clip_vision_heads, 0, "an integer >= 0 (0 = width / 64)");
+  r.number("clip_loss_weight", c.clip_loss_weight, 0, inf, "a number >= 0 (0 disables the CLIP loss)");
+  r.string("clip_loss_kind", c.clip_loss_kind, {"symmetric_contrastive", "image_to_text", "cosine"});
+  if (const json* v = r.find("clip_loss_resolutions")) {
+    ENGINE_CHECK(v->is_array(), "{}: expected an array of powers of two >= 4, got {}", r.where("clip_loss_resolutions"),
+                 describe(*v));
+    for (const json& e : *v) {
+      ENGINE_CHECK(e.is_number_integer() && is_power_of_two(e.get<int64_t>()) && e.get<int64_t>() >= 4,
+                   "{}: expected powers of two >= 4, got {}", r.where("clip_loss_resolutions"), describe(e));
+      c.clip_loss_resolutions.push_back(e.get<int64_t>());
+    }
+  }
+  if (const json* v = r.find("clip_loss_level_weights")) {
+    ENGINE_CHECK(v->is_array(), "{}: expected an array of numbers >= 0, got {}", r.where("clip_loss_level_weights"),
+                 describe(*v));
+    for (const json& e : *v) {
+      ENGINE_CHECK(e.is_number() && e.get<double>() >= 0, "{}: expected numbers >= 0, got {}",
+                   r.where("clip_loss_level_weights"), describe(e));
+      c.clip_loss_level_weights.push_back(e.get<double>());
+    }
+  }
+  ENGINE_CHECK(c.clip_loss_level_weights.empty() || c.clip_loss_level_weights.size() == c.clip_loss_resolutions.size(),
+               "{}: {} weights for {} entries of {}.clip_loss_resolutions (give one per resolution, or none)",
+               r.where("clip_loss_level_weights"), c.clip_loss_level_weights.size(), c.clip_loss_resolutions.size(),
+               path);
   r.string("vocab", c.vocab);
   r.string("data", c.data);
   r.boolean("flip", c.flip);

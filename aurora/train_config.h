@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -78,8 +79,32 @@ struct TrainConfig {
   // Progressive growing (spec 9).
   GrowingConfig growing;
   // Text.
-  std::string text_encoder = "small";  // "small" (trained with G); "clip" once CLIP weights load
+  //   "small": SmallTextEncoder, trained with G (the built-in default);
+  //   "clip":  the frozen CLIP text tower of clip_weights (the paper's setup; aurora/clip.h):
+  //            generator.text_in_dim must be its width and discriminator.text_dim its embed dim.
+  std::string text_encoder = "small";
   SmallTextEncoderConfig small_text_encoder;
+  // CLIP (docs/clip.md, "Wiring into the trainer"). clip_weights: a Hugging Face
+  // model.safetensors of openai/clip-vit-large-patch14 (or any CLIP of that layout; the sizes are
+  // read from the file). Empty = no CLIP: text_encoder must be "small" and there is no CLIP loss.
+  // The weights are never stored in checkpoints: a checkpoint records this path and a hash of
+  // the file, and resuming with a file of other content is an error.
+  std::string clip_weights;
+  // Attention heads of the towers (not recorded in the weights file): 0 = width / 64, which is
+  // ViT-L/14's 12 (text) and 16 (vision).
+  int64_t clip_text_heads = 0;
+  int64_t clip_vision_heads = 0;
+  // Multi-level CLIP loss on G (spec 8a, aurora/clip_loss.h), added to G_main's loss when
+  // clip_weights is given and the weight is > 0. The spec gives no weight ("not found"); 1 is
+  // ClipLossConfig's default. kind: "symmetric_contrastive" (Aurora's clip_loss), "image_to_text"
+  // (GigaGAN's) or "cosine". clip_loss_resolutions: the pyramid levels it applies to (empty =
+  // every level G produces at the current stage); clip_loss_level_weights: one weight per entry of
+  // clip_loss_resolutions (empty = 1 each). Levels above the current stage are skipped (they would
+  // be upsampled copies of the stage image).
+  double clip_loss_weight = 1.0;
+  std::string clip_loss_kind = "symmetric_contrastive";
+  std::vector<int64_t> clip_loss_resolutions;
+  std::vector<double> clip_loss_level_weights;
   std::string vocab = "../shared/data/clip/bpe_simple_vocab_16e6.txt.gz";  // relative to the cwd
   // Data and run management.
   std::string data = "emoji";   // io::open_dataset spec

@@ -67,14 +67,31 @@ TensorList concat_pyramids(const std::vector<const TensorList*>& pyramids) {
 
 // ---- TextToImage ------------------------------------------------------------------------------
 
-TextToImage::TextToImage(const GeneratorConfig& g, const SmallTextEncoderConfig& t, int64_t embed_dim)
+TextToImage::TextToImage(const GeneratorConfig& g, const SmallTextEncoderConfig& t, int64_t embed_dim,
+                         std::shared_ptr<const TextEncoder> frozen)
     : nn::Module("TextToImage"),
-      text_encoder(register_module<SmallTextEncoder>("text_encoder", t, g.text_in_dim, embed_dim)),
-      generator(register_module<Generator>("generator", g)) {}
+      small_text_encoder(frozen ? nullptr
+                                : &register_module<SmallTextEncoder>("text_encoder", t, g.text_in_dim, embed_dim)),
+      frozen_text(std::move(frozen)),
+      generator(register_module<Generator>("generator", g)) {
+  ENGINE_CHECK(!frozen_text || frozen_text->width() == g.text_in_dim,
+               "config: generator.text_in_dim {} differs from the text encoder's width {}", g.text_in_dim,
+               frozen_text ? frozen_text->width() : 0);
+}
+
+const TextEncoder& TextToImage::text_encoder() const {
+  return frozen_text ? *frozen_text : static_cast<const TextEncoder&>(*small_text_encoder);
+}
 
 TextToImage::Text TextToImage::encode(const Tensor& ids) const {
   Text out;
-  out.features = text_encoder.encode(ids);
+  if (frozen_text) {
+    // Frozen: no graph is needed (nothing upstream of the states requires grad).
+    autograd::NoGradGuard no_grad;
+    out.features = frozen_text->encode(ids);
+  } else {
+    out.features = small_text_encoder->encode(ids);
+  }
   out.head = generator.text_head.forward(out.features.states, out.features.eot);
   return out;
 }
@@ -159,10 +176,9 @@ Trainer::Trainer(const AuroraConfig& model, const TrainConfig& train, dist::Comm
     : model_(model), train_(train), comm_(comm) {
   ENGINE_CHECK(!model.generator.is_null(), "Trainer: the config has no generator section ({})", model.source);
   ENGINE_CHECK(model.has_discriminator, "Trainer: the config has no discriminator section ({})", model.source);
-  ENGINE_CHECK(train.text_encoder == "small",
-               "config.train.text_encoder: \"{}\" is not available in this build; use \"small\"", train.text_encoder);
   gcfg_ = parse_generator_config(model.generator);
   const DiscriminatorConfig& dcfg = model.discriminator;
+  setup_clip(dcfg);
   ENGINE_CHECK(gcfg_.image_size == dcfg.image_size,
                "config: generator.image_size {} differs from discriminator.image_size {}", gcfg_.image_size,
                dcfg.image_size);
@@ -179,8 +195,10 @@ Trainer::Trainer(const AuroraConfig& model, const TrainConfig& train, dist::Comm
 
   tokenizer_ = std::make_unique<io::ClipTokenizer>(resolve_vocab_path(train.vocab));
 
-  G_ = std::make_unique<TextToImage>(gcfg_, train.small_text_encoder, dcfg.text_dim);
-  G_ema_ = std::make_unique<TextToImage>(gcfg_, train.small_text_encoder, dcfg.text_dim);
+  const std::shared_ptr<const TextEncoder> frozen_text =
+      train.text_encoder == "clip" ? std::shared_ptr<const TextEncoder>(clip_->text) : nullptr;
+  G_ = std::make_unique<TextToImage>(gcfg_, train.small_text_encoder, dcfg.text_dim, frozen_text);
+  G_ema_ = std::make_unique<TextToImage>(gcfg_, train.small_text_encoder, dcfg.text_dim, frozen_text);
   D_ = std::make_unique<Discriminator>(dcfg);
   g_store_.materialize(*G_, stream_seed(train.seed, 101));
   d_store_.materialize(*D_, stream_seed(train.seed, 102));
@@ -298,6 +316,8 @@ StepResult Trainer::step(const io::Batch& batch) {
       const Tensor g_match = nn::g_match_loss(logits_of(preds, B, B));
       Tensor loss = add(g_adv, mul(g_match, train_.match_weight));
       if (s.moe_loss.defined()) loss = add(loss, mul(s.moe_loss, train_.moe_loss_weight));
+      const Tensor clip_term = clip_loss_term(s.images, text.features, ids, res);
+      if (clip_term.defined()) loss = add(loss, clip_term);
       autograd::backward(loss);
       res.g_adv = g_adv.item();
       res.g_match = g_match.item();
@@ -359,7 +379,7 @@ StepResult Trainer::step(const io::Batch& batch) {
     Tensor t_D;
     {
       autograd::NoGradGuard no_grad;
-      t_D = G_->text_encoder.encode(ids).pooled;
+      t_D = G_->text_encoder().encode(ids).pooled;
     }
     const auto preds = D_->forward(real, t_D);
     TensorList outs;

@@ -52,7 +52,7 @@ constexpr int64_t kNumSamples = 16;
 void write_loss_plot(const std::string& out) {
   const std::vector<nlohmann::json> records = aurora::read_metrics(out + "/metrics.jsonl");
   std::vector<io::PlotSeries> series;
-  for (const char* key : {"G", "D", "G_match", "D_match", "R1"}) {
+  for (const char* key : {"G", "D", "G_match", "D_match", "R1", "CLIP"}) {
     io::PlotSeries s;
     s.name = key;
     for (const auto& r : records)
@@ -215,6 +215,10 @@ void run_train(const TrainOptions& opt) {
                             {"D_fake", r.d_fake},   {"D_match", r.d_match},
                             {"sec_per_step", sec / double(std::max<int64_t>(steps_since_log, 1))}};
       if (std::isfinite(last_r1)) rec["R1"] = last_r1;  // the latest R1 penalty (gamma/2 mean |grad|^2)
+      if (r.clip_applied) {  // multi-level CLIP loss: weighted total (in G) and each level's term
+        rec["CLIP"] = r.clip;
+        for (const auto& [res, v] : r.clip_levels) rec[fmt::format("CLIP_{}", res)] = v;
+      }
       metrics->write(rec);
       steps_since_log = 0;
     }
