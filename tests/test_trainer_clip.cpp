@@ -23,6 +23,7 @@
 //     with .txt captions; missing files give one-line errors and exit code 1.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdio>
@@ -42,6 +43,7 @@
 #include "aurora/train_config.h"
 #include "aurora/trainer.h"
 #include "autograd/engine.h"
+#include "io/clip_tokenizer.h"
 #include "io/image.h"
 #include "io/safetensors.h"
 #include "nn/state_dict.h"
@@ -54,6 +56,7 @@ using nlohmann::json;
 
 namespace {
 
+const std::string kRawKey = "mean of 100 x cosine (not floored at 0): ";
 const std::string kVocab = std::string(ENGINE_SOURCE_DIR) + "/../shared/data/clip/bpe_simple_vocab_16e6.txt.gz";
 
 std::string tmp_dir(const std::string& name) {
@@ -403,4 +406,145 @@ TEST_CASE("trainer + CLIP: configs that do not fit the CLIP file give one-line e
   d["train"]["clip_loss_resolutions"] = {16};
   m = err(d);
   CHECK(one_line_with(m, {"config.train.clip_loss_resolutions", "16", "image_size 8"}));
+}
+
+// ---- aurora clip-score ------------------------------------------------------------------------
+
+namespace {
+
+struct Run {
+  int code = -1;
+  std::string out, err;
+};
+
+Run run_aurora(const std::string& args, const std::string& dir) {
+  const std::string out_file = dir + "/stdout.txt", err_file = dir + "/stderr.txt";
+  const std::string cmd = std::string(AURORA_BINARY) + " " + args + " > " + out_file + " 2> " + err_file;
+  const int status = std::system(cmd.c_str());
+  Run r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  auto slurp = [](const std::string& p) {
+    std::ifstream in(p);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  r.out = slurp(out_file);
+  r.err = slurp(err_file);
+  return r;
+}
+
+double printed_score(const std::string& out, const std::string& key = "CLIP score: ") {
+  const size_t at = out.find(key);
+  REQUIRE(at != std::string::npos);
+  return std::stod(out.substr(at + key.size()));
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream f(path, std::ios::binary);
+  f << text;
+}
+
+}  // namespace
+
+TEST_CASE("clip-score: a checkpoint's G_ema images, scored as clip_score() computes it directly") {
+  auto comm = dist::make_local_comm();
+  const std::string dir = tmp_dir("score_ckpt");
+  const std::string ckpt = dir + "/ckpt.safetensors";
+  {
+    auto t = make_trainer(micro_config(clip_file()), *comm);
+    for (int64_t s = 0; s < 4; ++s) t->step(make_batch(s, 4, 8));  // stage 8
+    save_checkpoint(*t, ckpt);
+  }
+  write_file(dir + "/captions.txt", "red square\n\nblue square\ngreen square\n");
+  const std::string heads = " --clip-text-heads 2 --clip-vision-heads 2";
+  const Run r = run_aurora("clip-score --ckpt " + ckpt + " --clip " + clip_file() + " --captions " + dir +
+                               "/captions.txt --n 5 --seed 3" + heads,
+                           dir);
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  const double got = printed_score(r.out);
+
+  // Directly: G_ema from the checkpoint, the z of `aurora sample` (seed 3), the CLIP loaded by the
+  // library loader with the explicit configuration, clip_score() on all images at once.
+  autograd::NoGradGuard no_grad;
+  const auto m = load_sampler(ckpt);
+  CHECK(m->stage == 8);
+  const std::vector<std::string> caps = {"red square", "blue square", "green square", "red square", "blue square"};
+  const Tensor ids = m->tokenize(caps);
+  engine::Generator gen(Trainer::stream_seed(3, Trainer::kPurposeSample), 0);
+  const Tensor z = randn({5, m->generator_config.z_dim}, gen);
+  const Tensor images = m->G->synthesize(m->G->encode(ids), z, 1.0, m->stage,
+                                         Trainer::stream_seed(3, Trainer::kPurposeTruncation));
+  const ClipModel clip = load_clip(clip_file(), tiny_clip_config());
+  const ClipScoreResult want = clip_score(*clip.vision, images, clip.text->encode(ids).pooled);
+  double raw = 0;
+  for (double v : want.per_sample) raw += v / double(want.per_sample.size());
+  const double got_raw = printed_score(r.out, kRawKey);
+  MESSAGE("clip-score (checkpoint): printed " << got << " (raw " << got_raw << "), direct " << want.score << " (raw "
+                                              << raw << ")");
+  CHECK(want.per_sample.size() == 5);
+  CHECK(std::abs(got - want.score) <= 2e-6 + 1e-5 * std::abs(want.score));
+  CHECK(std::abs(got_raw - raw) <= 2e-6 + 1e-5 * std::abs(raw));
+  CHECK(raw != 0);
+  // A different seed gives other images and another score (the check can fail).
+  const Run r2 = run_aurora("clip-score --ckpt " + ckpt + " --clip " + clip_file() + " --captions " + dir +
+                                "/captions.txt --n 5 --seed 4" + heads,
+                            dir);
+  REQUIRE(r2.code == 0);
+  CHECK(printed_score(r2.out, kRawKey) != got_raw);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("clip-score: an image folder with .txt captions; missing files are one-line errors") {
+  const std::string dir = tmp_dir("score_images");
+  const std::string imgs = dir + "/images";
+  std::filesystem::create_directories(imgs);
+  // Three 12 px images (random pixels, fixed seed) with captions.
+  engine::Generator gen(5, 0);
+  const std::vector<std::string> caps = {"a red apple", "grinning face", "blue car"};
+  TensorList floats;
+  for (size_t i = 0; i < caps.size(); ++i) {
+    std::vector<double> v = rand({12, 12, 3}, gen).to_vector();
+    for (double& x : v) x = std::floor(x * 255.999);
+    const Tensor u8 = from_vector(v, {12, 12, 3}).to(DType::u8);
+    const std::string key = imgs + "/img" + std::to_string(i);
+    io::write_png(key + ".png", u8);
+    write_file(key + ".txt", caps[i] + "\n");
+    floats.push_back(io::to_float(u8));
+  }
+  const std::string heads = " --clip-text-heads 2 --clip-vision-heads 2 --vocab " + kVocab;
+  const Run r = run_aurora("clip-score --images " + imgs + " --clip " + clip_file() + heads, dir);
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  const double got = printed_score(r.out);
+  autograd::NoGradGuard no_grad;
+  const ClipModel clip = load_clip(clip_file(), tiny_clip_config());
+  io::ClipTokenizer tok(kVocab);
+  const io::TokenBatch tb = tok.tokenize(std::span<const std::string>(caps));
+  const Tensor ids = from_vector_i64(std::vector<int64_t>(tb.ids.begin(), tb.ids.end()), {tb.rows, tb.cols});
+  const ClipScoreResult want = clip_score(*clip.vision, stack(floats, 0), clip.text->encode(ids).pooled);
+  double raw = 0;
+  for (double v : want.per_sample) raw += v / double(want.per_sample.size());
+  const double got_raw = printed_score(r.out, kRawKey);
+  MESSAGE("clip-score (folder): printed " << got << " (raw " << got_raw << "), direct " << want.score << " (raw "
+                                          << raw << ")");
+  CHECK(std::abs(got - want.score) <= 2e-6 + 1e-5 * std::abs(want.score));
+  CHECK(std::abs(got_raw - raw) <= 2e-6 + 1e-5 * std::abs(raw));
+  CHECK(raw != 0);
+
+  // Errors: one line on stderr, exit code 1.
+  auto fails_with = [&](const std::string& args, std::initializer_list<const char*> parts) {
+    const Run e = run_aurora(args, dir);
+    INFO(args << " -> " << e.err);
+    CHECK(e.code == 1);
+    CHECK(std::count(e.err.begin(), e.err.end(), '\n') == 1);
+    for (const char* p : parts) CHECK(e.err.find(p) != std::string::npos);
+  };
+  fails_with("clip-score --images " + imgs + " --clip " + dir + "/none.safetensors" + heads,
+             {"--clip", "none.safetensors", "does not exist"});
+  fails_with("clip-score --ckpt " + dir + "/none.ckpt --clip " + clip_file() + " --captions x" + heads,
+             {"--ckpt", "none.ckpt", "does not exist"});
+  fails_with("clip-score --images " + dir + "/nofolder --clip " + clip_file() + heads, {"--images", "nofolder"});
+  std::filesystem::remove(imgs + "/img1.txt");
+  fails_with("clip-score --images " + imgs + " --clip " + clip_file() + heads, {"img1.png", "img1.txt"});
+  std::filesystem::remove_all(dir);
 }
