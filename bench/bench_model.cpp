@@ -17,9 +17,11 @@
 //   BENCH case=NAME metric=time_ms ours=X ref=Y ratio=X/Y ref_name=pytorch-cpu
 //   BENCH case=NAME metric=peak_bytes ours=X ref=Y ratio=X/Y ref_name=pytorch-cpu
 //
-//   bench_model [--threads 2] [--reps 5] [--batch 4] [--case all|g_fwd_bwd|d_r1] [--check]
-// --check also compares our loss value (r1, or L) with PyTorch's, a guard that both sides run the
-// same computation.
+//   bench_model [--threads 2] [--reps 5] [--batch 4] [--tokens 77] [--case all|g_fwd_bwd|d_r1] [--check]
+//               [--ours-only]
+// --ours-only skips the PyTorch side; --profile DIR also writes the per-op memory profiler's
+// tables and trace of one more step to DIR/<case>; --check compares our loss value (r1, or L)
+// with PyTorch's, a guard that both sides run the same computation.
 #include <omp.h>
 #include <unistd.h>
 
@@ -39,6 +41,7 @@
 #include "io/safetensors.h"
 #include "nn/state_dict.h"
 #include "tensor/memory/memory.h"
+#include "tensor/memory/profiler.h"
 #include "tensor/ops.h"
 
 extern "C" void openblas_set_num_threads(int);
@@ -79,22 +82,41 @@ void perturb_constant_params(nn::ParameterStore& store, uint64_t seed) {
   }
 }
 
+// Time `step` (bench::measure) and, with --profile DIR, run it once more under the per-op memory
+// profiler (tensor/memory/profiler.h) and write its tables and trace to DIR/<name>.
+bench::Result run_case(const std::string& name, const std::function<void()>& step, int reps, const std::string& profile_dir) {
+  const bench::Result r = bench::measure(step, reps);
+  if (!profile_dir.empty()) {
+    memory::Profiler::reset();
+    memory::Profiler::enable(true);
+    step();
+    memory::Profiler::enable(false);
+    memory::Profiler::write_all(profile_dir + "/" + name);
+    std::printf("%s: %s\n", name.c_str(), memory::Profiler::step_summary().c_str());
+  }
+  return r;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int threads = 2, reps = 5;
-  int64_t batch = 4;
+  int64_t batch = 4, text_tokens = 77;
   std::string which = "all";
-  bool check = false;
+  bool check = false, ours_only = false;
+  std::string profile_dir;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) reps = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--batch") && i + 1 < argc) batch = std::atoll(argv[++i]);
+    else if (!std::strcmp(argv[i], "--tokens") && i + 1 < argc) text_tokens = std::atoll(argv[++i]);
     else if (!std::strcmp(argv[i], "--case") && i + 1 < argc) which = argv[++i];
     else if (!std::strcmp(argv[i], "--check")) check = true;
+    else if (!std::strcmp(argv[i], "--ours-only")) ours_only = true;
+    else if (!std::strcmp(argv[i], "--profile") && i + 1 < argc) profile_dir = argv[++i];
     else {
       std::fprintf(stderr,
-                   "usage: bench_model [--threads N] [--reps N] [--batch B] [--case all|g_fwd_bwd|d_r1] [--check]\n");
+                   "usage: bench_model [--threads N] [--reps N] [--batch B] [--tokens L] [--case all|g_fwd_bwd|d_r1] [--check] [--ours-only] [--profile DIR]\n");
       return 1;
     }
   }
@@ -147,10 +169,52 @@ int main(int argc, char** argv) {
       r1_value = r1.item();
       store.zero_grad();
     };
-    ours["d_r1"] = bench::measure(step, reps);
+    ours["d_r1"] = run_case("d_r1", step, reps, profile_dir);
     our_loss["d_r1"] = r1_value;
   }
 
+  if (which == "all" || which == "g_fwd_bwd") {
+    const aurora::GeneratorConfig cfg = aurora::parse_generator_config(config.generator);
+    aurora::Generator g(cfg);
+    nn::ParameterStore store;
+    store.materialize(g, 21);
+    perturb_constant_params(store, 22);
+    const Tensor z = randn({batch, cfg.z_dim}, gen), tokens = randn({batch, text_tokens, cfg.text_in_dim}, gen);
+    std::vector<int64_t> eot_v;
+    for (int64_t b = 0; b < batch; ++b) eot_v.push_back(text_tokens - 1 - (b * 5) % (text_tokens / 2));
+    const Tensor eot = from_vector_i64(eot_v, {batch});
+    io::NamedTensors inputs = {{"z", z}, {"clip_tokens", tokens}, {"eot", eot}};
+    std::map<int64_t, Tensor> go;
+    for (int64_t r = 4; r <= cfg.image_size; r *= 2) {
+      go[r] = randn({batch, cfg.image_channels, r, r}, gen);
+      inputs.emplace_back("go/" + std::to_string(r), go[r]);
+    }
+    const std::string wpath = files.add(".g.weights.safetensors"), ipath = files.add(".g.inputs.safetensors");
+    nn::save_state_dict(g, wpath);
+    nlohmann::json buffers = nlohmann::json::array();
+    for (const auto& [name, buf] : g.named_buffers()) buffers.push_back(name);
+    io::save_safetensors(ipath, inputs, {{"config", cfg.to_json().dump()}, {"buffers", buffers.dump()}});
+    job["cases"]["g_fwd_bwd"] = {{"weights", wpath}, {"inputs", ipath}};
+
+    double loss_value = 0;
+    auto step = [&] {
+      const aurora::Generator::Output o = g.forward(z, tokens, eot);
+      Tensor loss = o.moe_loss;
+      for (const auto& [r, img] : o.images) loss = add(loss, sum(mul(img, go.at(r))));
+      autograd::backward(loss);
+      loss_value = loss.item();
+      store.zero_grad();
+    };
+    ours["g_fwd_bwd"] = run_case("g_fwd_bwd", step, reps, profile_dir);
+    our_loss["g_fwd_bwd"] = loss_value;
+  }
+
+  if (ours_only) {
+    for (const auto& [name, r] : ours)
+      std::printf("%-12s ours %10.3f ms  peak %lld B  loss %.6g\n", name.c_str(), r.time_ms, (long long)r.peak_bytes,
+                  our_loss[name]);
+    return 0;
+  }
   const std::string cmd = std::string(ENGINE_PYTHON) + " " + ENGINE_SOURCE_DIR + "/bench/bench_model_torch.py '" +
                           job.dump() + "'";
   const nlohmann::json ref = nlohmann::json::parse(bench::run_command(cmd, "bench_model"));

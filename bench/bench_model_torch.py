@@ -68,12 +68,38 @@ def d_r1_case(spec):
     return step, box
 
 
+def g_fwd_bwd_case(spec):
+    from ref_generator import RefG
+
+    weights, _ = safetensors_io.load(spec["weights"])
+    inputs, meta = safetensors_io.load(spec["inputs"])
+    cfg = json.loads(meta["config"])
+    buffers = set(json.loads(meta["buffers"]))
+    params = {k: v.clone().requires_grad_(k not in buffers) for k, v in weights.items()}
+    trained = {k: v for k, v in params.items() if k not in buffers}
+    for v in trained.values():
+        v.grad = torch.zeros_like(v)
+    g = RefG(cfg, params)
+    z, tokens, eot = inputs["z"], inputs["clip_tokens"], inputs["eot"]
+    go = {int(k.split("/")[1]): v for k, v in inputs.items() if k.startswith("go/")}
+    box = {}
+
+    def step():
+        images, moe, _, _, _ = g.forward(z, tokens, eot)
+        loss = moe + sum((images[r] * go[r]).sum() for r in images)
+        loss.backward()
+        box["loss"] = loss.item()
+        zero_grads(trained)
+
+    return step, box
+
+
 def main():
     job = json.loads(sys.argv[1])
     torch.set_num_threads(job["threads"])
     reps = job["reps"]
     out = {}
-    makers = {"d_r1": d_r1_case}
+    makers = {"d_r1": d_r1_case, "g_fwd_bwd": g_fwd_bwd_case}
     for name, spec in job["cases"].items():
         step, box = makers[name](spec)
         t = time_ms(step, reps)
