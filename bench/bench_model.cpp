@@ -17,8 +17,8 @@
 //   BENCH case=NAME metric=time_ms ours=X ref=Y ratio=X/Y ref_name=pytorch-cpu
 //   BENCH case=NAME metric=peak_bytes ours=X ref=Y ratio=X/Y ref_name=pytorch-cpu
 //
-//   bench_model [--threads 2] [--reps 5] [--batch 4] [--tokens 77] [--case all|g_fwd_bwd|d_r1] [--check]
-//               [--ours-only]
+//   bench_model [--threads 2] [--reps 5] [--batch 4] [--tokens 77] [--case all|g_fwd_bwd|d_r1]
+//               [--check] [--ours-only] [--profile DIR]
 // --ours-only skips the PyTorch side; --profile DIR also writes the per-op memory profiler's
 // tables and trace of one more step to DIR/<case>; --check compares our loss value (r1, or L)
 // with PyTorch's, a guard that both sides run the same computation.
