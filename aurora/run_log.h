@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <deque>
 #include <map>
 #include <string>
 #include <utility>
@@ -43,6 +44,11 @@ class ProgressBar {
   int64_t first_step_ = -1;
   std::chrono::steady_clock::time_point start_, last_draw_;
   std::string last_line_;
+  // (time, step) of recent updates: the rate (and so the ETA) is measured over the last
+  // 20 seconds or so, so it follows a run that speeds up (progressive growing) or slows down.
+  std::deque<std::pair<std::chrono::steady_clock::time_point, int64_t>> window_;
+  bool last_line_printed_ = false;  // plain mode: the latest line is already in the log
+  bool finished_ = false;
 };
 
 class MetricsLog {

@@ -1,7 +1,7 @@
 // atomic_file.h: write a file so that a reader (or a crash) never sees half of it
 // (DESIGN.md section 11: "written atomically (temp file, fsync, rename)").
 //
-//   write to PATH.tmp.<pid> -> fsync(file) -> rename(PATH.tmp.<pid>, PATH) -> fsync(directory)
+//   write to PATH.tmp.<pid>.<n> -> fsync(file) -> rename(PATH.tmp.<pid>.<n>, PATH) -> fsync(directory)
 // On any error the temporary file is removed and an engine::Error names PATH and errno's text;
 // the previous PATH, if any, is untouched. Checkpoints, sample grids, plots and exported tables
 // all go through here.

@@ -17,6 +17,7 @@
 #include <memory>
 #include <sstream>
 
+#include "io/atomic_file.h"
 #include "tensor/error.h"
 
 namespace engine::io {
@@ -136,23 +137,8 @@ std::string encode_png(const Tensor& image) {
 }
 
 void write_png(const std::string& path, const Tensor& image) {
-  const std::string bytes = encode_png(image);
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    ENGINE_CHECK(f.is_open(), "write_png: cannot create '{}': {}", tmp, std::strerror(errno));
-    f.write(bytes.data(), std::streamsize(bytes.size()));
-    f.close();
-    if (!f) {
-      std::remove(tmp.c_str());
-      throw Error(fmt::format("write_png: error writing '{}'", tmp));
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string why = std::strerror(errno);
-    std::remove(tmp.c_str());
-    throw Error(fmt::format("write_png: cannot rename '{}' to '{}': {}", tmp, path, why));
-  }
+  // Encode first, so a bad image throws before anything touches the file system.
+  write_file_atomically(path, encode_png(image));
 }
 
 std::string encode_jpeg(const Tensor& image, int quality) {

@@ -32,8 +32,8 @@ Tensor read_image(const std::string& path, int channels = 3);
 Tensor to_float(const Tensor& image);
 Tensor to_u8(const Tensor& chw);
 
-// Encode u8 [H, W, C] (C 1..4) as PNG bytes / write a PNG file (atomically: path + ".tmp",
-// rename, so a reader never sees half a file).
+// Encode u8 [H, W, C] (C 1..4) as PNG bytes / write a PNG file (atomically, io/atomic_file.h:
+// temporary, fsync, rename, so a reader never sees half a file).
 std::string encode_png(const Tensor& image);
 void write_png(const std::string& path, const Tensor& image);
 // JPEG bytes (C 1..4; alpha is dropped by stb), quality 1..100. For fixtures and previews.

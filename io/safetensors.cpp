@@ -6,9 +6,7 @@
 // checkpoint is never held twice in memory).
 #include "io/safetensors.h"
 
-#include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <bit>
@@ -20,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "io/atomic_file.h"
 #include "tensor/ops.h"
 
 namespace engine::io {
@@ -352,46 +351,19 @@ std::string serialize_safetensors(const NamedTensors& tensors, const std::map<st
 void save_safetensors(const std::string& path, const NamedTensors& tensors,
                       const std::map<std::string, std::string>& metadata) {
   Layout layout = plan(tensors, metadata, path);
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  ENGINE_CHECK(fd >= 0, "safetensors: cannot create {}: {}", tmp, std::strerror(errno));
-  // Any failure from here on removes the temporary file; `path` is untouched until the rename.
-  auto fail = [&](const char* what) {
-    const int err = errno;
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
-    throw Error(fmt::format("safetensors: writing {}: {} failed: {}", path, what, std::strerror(err)));
-  };
-  auto write_all = [&](const void* p, size_t n) {
-    const char* c = static_cast<const char*>(p);
-    while (n > 0) {
-      const ssize_t w = ::write(fd, c, n);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) fail("write");
-      c += w;
-      n -= size_t(w);
-    }
-  };
-  char len[8];
-  write_u64_le(len, layout.header.size());
-  write_all(len, 8);
-  write_all(layout.header.data(), layout.header.size());
-  for (const Tensor& t : layout.data) write_all(t.raw_data(), t.nbytes());
-  if (::fsync(fd) != 0) fail("fsync");
-  if (::close(fd) != 0) {
-    fd = -1;
-    fail("close");
-  }
-  fd = -1;
-  if (::rename(tmp.c_str(), path.c_str()) != 0) fail("rename");
-  // Make the rename itself durable: fsync the containing folder (best effort).
-  const size_t slash = path.find_last_of('/');
-  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  // Temporary file, fsync, rename, fsync of the folder (io/atomic_file.h): a crash while a
+  // checkpoint is written leaves the previous checkpoint intact.
+  write_file_atomically(path, [&](std::FILE* f) {
+    auto write_all = [&](const void* p, size_t n) {
+      if (n > 0 && std::fwrite(p, 1, n, f) != n)
+        throw Error(fmt::format("safetensors: writing {}: write failed: {}", path, std::strerror(errno)));
+    };
+    char len[8];
+    write_u64_le(len, layout.header.size());
+    write_all(len, 8);
+    write_all(layout.header.data(), layout.header.size());
+    for (const Tensor& t : layout.data) write_all(t.raw_data(), t.nbytes());
+  });
 }
 
 }  // namespace engine::io
