@@ -214,62 +214,117 @@ FidStatistics FidAccumulator::finish() const {
 
 namespace {
 
-// Householder reduction of symmetric `a` (row-major n x n, full storage, destroyed) to tridiagonal
-// T = Q^T A Q: diagonal d[0..n), off-diagonal e[0..n-1). Step k zeroes row/column k beyond k+1
-// with H = I - beta v v^T applied from both sides to the trailing block A22:
+// Householder reduction of symmetric `a` (row-major n x n; only the lower triangle is read and
+// written; destroyed) to tridiagonal T = Q^T A Q: diagonal d[0..n), off-diagonal e[0..n-1).
+// Step k zeroes column k below k+1 with H = I - beta v v^T, v = x - alpha e1 (x = column k below
+// the diagonal, alpha = -sign(x0) |x|), applied from both sides to the trailing block A22:
 //   p = beta A22 v,  K = beta (v . p) / 2,  q = p - K v,  A22 <- A22 - v q^T - q v^T.
+// Memory traffic decides the speed (the matrix does not fit in cache), so each step makes ONE pass
+// over the lower triangle of its block: it applies step k's rank-2 update to a row and, in the
+// same pass, adds that row's share of step k+1's product A22' v' (whose v' comes from the block's
+// first column, updated beforehand). A symmetric product from the lower triangle reads row i once:
+// p'[i] += A[i][j] v'[j] (j < i) and p'[j] += A[i][j] v'[i].
+// It runs on one thread: a parallel region per step (n of them) costs more than it saves on a
+// shared 2-core machine, where a waiting OpenMP barrier is expensive (measured: 3.5 s serial vs
+// 17 s with per-step regions for n = 2048 under load).
+// The reflector of step k from column k below the diagonal (rows k+1..n-1): fills v, beta and
+// returns alpha (the new sub-diagonal entry). A zero column gives beta = 0 (H = I) and alpha = 0.
+double make_reflector(const std::vector<double>& a, int64_t n, int64_t k, std::vector<double>& v, double& beta) {
+  const int64_t m = n - k - 1;
+  v.resize(size_t(m));
+  double norm2 = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    v[size_t(i)] = a[size_t((k + 1 + i) * n + k)];
+    norm2 += v[size_t(i)] * v[size_t(i)];
+  }
+  if (norm2 == 0) {
+    beta = 0;
+    return 0;
+  }
+  const double norm = std::sqrt(norm2);
+  const double alpha = v[0] > 0 ? -norm : norm;
+  // |v|^2 = |x|^2 - 2 alpha x0 + alpha^2 = 2 (|x|^2 - alpha x0), without cancellation.
+  const double vv = 2 * (norm2 - alpha * v[0]);
+  v[0] -= alpha;
+  beta = 2.0 / vv;
+  return alpha;
+}
+
+// One pass over the rows `first..m-1` (block-local) of the block whose top-left corner is
+// (base, base): optionally applies A -= v q^T + q v^T to the row's lower-triangle entries
+// (columns `first..i`), then accumulates the lower-triangle product with `w` over the sub-block
+// starting at local index `first` into `out` (size m - first), scaled later by the caller.
+void sweep(std::vector<double>& a, int64_t n, int64_t base, int64_t m, int64_t first, const std::vector<double>* v,
+           const std::vector<double>* q, const std::vector<double>& w, std::vector<double>& out) {
+  const int64_t len = m - first;
+  out.assign(size_t(len), 0.0);
+  double* op = out.data() - first;  // op[j] = out[j - first]
+  const double* wp = w.data() - first;
+  for (int64_t i = first; i < m; ++i) {
+    double* row = &a[size_t((base + i) * n + base)];
+    if (v != nullptr) {
+      const double vi = (*v)[size_t(i)], qi = (*q)[size_t(i)];
+      const double* vp = v->data();
+      const double* qp = q->data();
+#pragma omp simd
+      for (int64_t j = first; j <= i; ++j) row[j] -= vi * qp[j] + qi * vp[j];
+    }
+    const double wi = wp[i];
+    double s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = first; j < i; ++j) {
+      s += row[j] * wp[j];
+      op[j] += row[j] * wi;
+    }
+    op[i] += s + row[i] * wi;
+  }
+}
+
 void tridiagonalize(std::vector<double>& a, int64_t n, std::vector<double>& d, std::vector<double>& e) {
   d.assign(size_t(n), 0.0);
   e.assign(size_t(std::max<int64_t>(n - 1, 0)), 0.0);
-  std::vector<double> v(static_cast<size_t>(n)), p(static_cast<size_t>(n));
-  for (int64_t k = 0; k + 2 < n; ++k) {
-    d[size_t(k)] = a[size_t(k * n + k)];
-    const int64_t m = n - k - 1;      // size of the trailing block
-    const double* x = &a[size_t(k * n + k + 1)];  // row k beyond the diagonal (= column k)
-    double norm2 = 0;
-    for (int64_t i = 0; i < m; ++i) norm2 += x[i] * x[i];
-    if (norm2 == 0) {
-      e[size_t(k)] = 0;
-      continue;
-    }
-    const double norm = std::sqrt(norm2);
-    const double alpha = x[0] > 0 ? -norm : norm;
-    for (int64_t i = 0; i < m; ++i) v[size_t(i)] = x[i];
-    v[0] -= alpha;
-    double vv = 0;
-    for (int64_t i = 0; i < m; ++i) vv += v[size_t(i)] * v[size_t(i)];
-    const double beta = 2.0 / vv;
-    double* a22 = &a[size_t((k + 1) * n + k + 1)];
-    const double* vp = v.data();
-#pragma omp parallel for schedule(static) if (m >= 256)
-    for (int64_t i = 0; i < m; ++i) {
-      const double* row = a22 + i * n;
-      double s = 0;
-#pragma omp simd reduction(+ : s)
-      for (int64_t j = 0; j < m; ++j) s += row[j] * vp[j];
-      p[size_t(i)] = beta * s;
-    }
-    double vp_dot = 0;
-    for (int64_t i = 0; i < m; ++i) vp_dot += v[size_t(i)] * p[size_t(i)];
-    const double kk = 0.5 * beta * vp_dot;
-    for (int64_t i = 0; i < m; ++i) p[size_t(i)] -= kk * v[size_t(i)];  // p is now q
-    const double* q = p.data();
-#pragma omp parallel for schedule(static) if (m >= 256)
-    for (int64_t i = 0; i < m; ++i) {
-      double* row = a22 + i * n;
-      const double vi = vp[i], qi = q[i];
-#pragma omp simd
-      for (int64_t j = 0; j < m; ++j) row[j] -= vi * q[j] + qi * vp[j];
-    }
-    e[size_t(k)] = alpha;
-  }
-  if (n >= 2) {
-    d[size_t(n - 2)] = a[size_t((n - 2) * n + n - 2)];
-    d[size_t(n - 1)] = a[size_t((n - 1) * n + n - 1)];
-    e[size_t(n - 2)] = a[size_t((n - 2) * n + n - 1)];
-  } else if (n == 1) {
+  if (n == 0) return;
+  if (n == 1) {
     d[0] = a[0];
+    return;
   }
+  std::vector<double> v, p, q, vn, pn;
+  double beta = 0, beta_next = 0;
+  double alpha = n >= 3 ? make_reflector(a, n, 0, v, beta) : 0;
+  if (n >= 3) {
+    sweep(a, n, 1, n - 1, 0, nullptr, nullptr, v, p);  // p = A22 v (step 0's block, no update)
+    for (double& x : p) x *= beta;
+  }
+  for (int64_t k = 0; k + 2 < n; ++k) {
+    const int64_t m = n - k - 1, base = k + 1;
+    d[size_t(k)] = a[size_t(k * n + k)];
+    e[size_t(k)] = alpha;
+    double vp = 0;
+    for (int64_t i = 0; i < m; ++i) vp += v[size_t(i)] * p[size_t(i)];
+    const double kk = 0.5 * beta * vp;
+    q.resize(size_t(m));
+    for (int64_t i = 0; i < m; ++i) q[size_t(i)] = p[size_t(i)] - kk * v[size_t(i)];
+    // The block's first column first: the next reflector is built from it.
+    for (int64_t i = 0; i < m; ++i)
+      a[size_t((base + i) * n + base)] -= v[size_t(i)] * q[0] + q[size_t(i)] * v[0];
+    if (k + 3 < n) {
+      alpha = make_reflector(a, n, k + 1, vn, beta_next);
+      // Update rows 1..m-1 (columns 1..i) and accumulate A22' vn over the next block in one pass.
+      sweep(a, n, base, m, 1, &v, &q, vn, pn);
+      for (double& x : pn) x *= beta_next;
+      std::swap(v, vn);
+      std::swap(p, pn);
+      beta = beta_next;
+    } else {
+      for (int64_t i = 1; i < m; ++i) {
+        double* row = &a[size_t((base + i) * n + base)];
+        for (int64_t j = 1; j <= i; ++j) row[j] -= v[size_t(i)] * q[size_t(j)] + q[size_t(i)] * v[size_t(j)];
+      }
+    }
+  }
+  d[size_t(n - 2)] = a[size_t((n - 2) * n + n - 2)];
+  d[size_t(n - 1)] = a[size_t((n - 1) * n + n - 1)];
+  e[size_t(n - 2)] = a[size_t((n - 1) * n + n - 2)];
 }
 
 // Number of eigenvalues of the tridiagonal (d, e) below x (Sturm sequence of the LDL^T pivots).
@@ -325,53 +380,82 @@ std::vector<double> tridiagonal_eigenvalues(const std::vector<double>& d, const 
   return w;
 }
 
-// Pivoted (semidefinite) Cholesky: S ~= F F^T with F [n, r] row-major, r the numerical rank: the
-// factorisation stops when every remaining Schur-complement diagonal is <= eps * max diag(S)
-// (the rest is rounding noise of a PSD matrix). Left-looking, so each column is n dot products
-// of contiguous rows of L.
+// Pivoted (semidefinite) Cholesky: P^T S P ~= L L^T, returned as F = P L ([n, r] row-major, r the
+// numerical rank) so that S ~= F F^T. It stops when every remaining Schur-complement diagonal is
+// <= eps * max diag(S): the rest is rounding noise of a PSD matrix. Blocked like LAPACK's dpstrf:
+// inside a panel of nb columns the Schur complement is updated lazily (each new column subtracts
+// the panel's earlier columns, `work` holds the panel's share of every diagonal), and after the
+// panel the trailing matrix gets one GEMM update, so most flops run in BLAS.
 std::vector<double> pivoted_cholesky(const std::vector<double>& s, int64_t n, int64_t& rank) {
+  std::vector<double> a = s;  // full symmetric storage; L grows in its lower triangle
   std::vector<int64_t> perm(static_cast<size_t>(n));
-  std::vector<double> diag(static_cast<size_t>(n)), l(size_t(n * n), 0.0);
+  std::vector<double> work(static_cast<size_t>(n), 0.0);
   double maxd = 0;
   for (int64_t i = 0; i < n; ++i) {
     perm[size_t(i)] = i;
-    diag[size_t(i)] = s[size_t(i * n + i)];
-    maxd = std::max(maxd, diag[size_t(i)]);
+    maxd = std::max(maxd, a[size_t(i * n + i)]);
   }
   const double tol = std::numeric_limits<double>::epsilon() * maxd;
+  const int64_t nb = 64;
   rank = 0;
-  if (maxd > 0) {
-    for (int64_t j = 0; j < n; ++j) {
+  bool done = !(maxd > 0);
+  for (int64_t j0 = 0; j0 < n && !done; j0 += nb) {
+    const int64_t jb = std::min(nb, n - j0);
+    std::fill(work.begin() + j0, work.end(), 0.0);
+    int64_t jend = j0 + jb;
+    for (int64_t j = j0; j < j0 + jb; ++j) {
       int64_t piv = j;
-      for (int64_t i = j + 1; i < n; ++i)
-        if (diag[size_t(i)] > diag[size_t(piv)]) piv = i;
-      if (!(diag[size_t(piv)] > tol)) break;
-      if (piv != j) {
-        std::swap(perm[size_t(j)], perm[size_t(piv)]);
-        std::swap(diag[size_t(j)], diag[size_t(piv)]);
-        std::swap_ranges(&l[size_t(j * n)], &l[size_t(j * n + j)], &l[size_t(piv * n)]);
-      }
-      const double ljj = std::sqrt(diag[size_t(j)]);
-      l[size_t(j * n + j)] = ljj;
-      const double* lj = &l[size_t(j * n)];
-      const int64_t pj = perm[size_t(j)];
-#pragma omp parallel for schedule(static) if (n - j >= 256)
+      double dmax = a[size_t(j * n + j)] - work[size_t(j)];
       for (int64_t i = j + 1; i < n; ++i) {
-        double* li = &l[size_t(i * n)];
+        const double di = a[size_t(i * n + i)] - work[size_t(i)];
+        if (di > dmax) {
+          dmax = di;
+          piv = i;
+        }
+      }
+      if (!(dmax > tol)) {
+        done = true;
+        jend = j;
+        break;
+      }
+      if (piv != j) {  // symmetric swap of rows and columns j, piv (and their bookkeeping)
+        std::swap_ranges(&a[size_t(j * n)], &a[size_t(j * n + n)], &a[size_t(piv * n)]);
+        for (int64_t i = 0; i < n; ++i) std::swap(a[size_t(i * n + j)], a[size_t(i * n + piv)]);
+        std::swap(work[size_t(j)], work[size_t(piv)]);
+        std::swap(perm[size_t(j)], perm[size_t(piv)]);
+      }
+      const double ajj = std::sqrt(dmax);
+      a[size_t(j * n + j)] = ajj;
+      const double* lj = &a[size_t(j * n + j0)];
+      // Serial: a parallel region per column costs more than it saves (see tridiagonalize).
+      for (int64_t i = j + 1; i < n; ++i) {
+        double* ri = &a[size_t(i * n)];
+        const double* li = ri + j0;
         double dot = 0;
 #pragma omp simd reduction(+ : dot)
-        for (int64_t k = 0; k < j; ++k) dot += li[k] * lj[k];
-        const double v = (s[size_t(perm[size_t(i)] * n + pj)] - dot) / ljj;
-        li[j] = v;
-        diag[size_t(i)] -= v * v;
+        for (int64_t k = 0; k < j - j0; ++k) dot += li[k] * lj[k];
+        const double v = (ri[j] - dot) / ajj;
+        ri[j] = v;
+        work[size_t(i)] += v * v;
       }
       rank = j + 1;
     }
+    if (done || jend >= n) break;
+    // Trailing update: A22 -= P P^T with P = the panel's rows below it, [m, kb].
+    const int64_t m = n - jend, kb = jend - j0;
+    const double* panel = &a[size_t(jend * n + j0)];
+    double* c = &a[size_t(jend * n + jend)];
+    const int64_t tile = 128, tiles = (m + tile - 1) / tile;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t r0 = t * tile, rows = std::min(tile, m - r0);
+      cpu::gemm<double>(false, true, rows, m, kb, -1.0, panel + r0 * n, n, panel, n, 1.0, c + r0 * n, n);
+    }
   }
-  // F[perm[i], k] = L[i, k], k < rank.
+  // F[perm[i], k] = L[i, k] for k <= i, k < rank.
   std::vector<double> f(static_cast<size_t>(n * std::max<int64_t>(rank, 1)), 0.0);
   for (int64_t i = 0; i < n; ++i)
-    for (int64_t k = 0; k < rank; ++k) f[size_t(perm[size_t(i)] * rank + k)] = l[size_t(i * n + k)];
+    for (int64_t k = 0; k < std::min(i + 1, rank); ++k) f[size_t(perm[size_t(i)] * rank + k)] = a[size_t(i * n + k)];
   return f;
 }
 
@@ -393,8 +477,15 @@ double trace_sqrt_product(const std::vector<double>& s1, const std::vector<doubl
   if (r == 0) return 0.0;
   // M = F^T S2 F (r x r, symmetric PSD): T = S2 F, M = F^T T.
   std::vector<double> t(static_cast<size_t>(n * r)), m(size_t(r * r));
-  cpu::gemm<double>(false, false, n, r, n, 1.0, s2.data(), n, f.data(), r, 0.0, t.data(), r);
-  cpu::gemm<double>(true, false, r, r, n, 1.0, f.data(), r, t.data(), r, 0.0, m.data(), r);
+  const int64_t tile = 256;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t r0 = 0; r0 < n; r0 += tile)
+    cpu::gemm<double>(false, false, std::min(tile, n - r0), r, n, 1.0, s2.data() + r0 * n, n, f.data(), r, 0.0,
+                      t.data() + r0 * r, r);
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t r0 = 0; r0 < r; r0 += tile)
+    cpu::gemm<double>(true, false, std::min(tile, r - r0), r, n, 1.0, f.data() + r0, r, t.data(), r, 0.0,
+                      m.data() + r0 * r, r);
   for (int64_t i = 0; i < r; ++i)
     for (int64_t j = i + 1; j < r; ++j) {
       const double avg = 0.5 * (m[size_t(i * r + j)] + m[size_t(j * r + i)]);
@@ -607,6 +698,44 @@ double FidEvaluator::reference_fid(const io::Dataset& data, const std::string& s
 double FidEvaluator::reference_fid(const io::Dataset& a, const std::string& spec_a, const io::Dataset& b,
                                    const std::string& spec_b, int64_t resolution, int64_t n) {
   return frechet_distance(dataset_statistics(a, spec_a, resolution, n), dataset_statistics(b, spec_b, resolution, n));
+}
+
+// ---- Reference-FID stage rule ----------------------------------------------------------------
+
+std::string ReferenceFidRule::Decision::to_json() const {
+  return fmt::format("{{\"resolution\":{},\"fid\":{},\"reference_fid\":{},\"threshold\":{},\"grow\":{}}}",
+                     resolution, fid, reference, threshold, grow ? "true" : "false");
+}
+
+ReferenceFidRule::ReferenceFidRule(FidEvaluator& evaluator, std::shared_ptr<const io::Dataset> data, std::string spec,
+                                   StageRuleOptions options)
+    : evaluator_(evaluator), data_(std::move(data)), spec_(std::move(spec)), options_(options) {
+  ENGINE_CHECK(data_ != nullptr, "ReferenceFidRule: no dataset");
+  ENGINE_CHECK(options_.n >= 2, "ReferenceFidRule: n must be >= 2, got {}", options_.n);
+  ENGINE_CHECK(options_.margin >= 0, "ReferenceFidRule: margin must be >= 0, got {}", options_.margin);
+}
+
+double ReferenceFidRule::reference(int64_t resolution) {
+  auto it = reference_.find(resolution);
+  if (it != reference_.end()) return it->second;
+  const double r = evaluator_.reference_fid(*data_, spec_, resolution, options_.n);
+  reference_[resolution] = r;
+  return r;
+}
+
+ReferenceFidRule::Decision ReferenceFidRule::evaluate(const FidEvaluator::SampleFn& sample, int64_t resolution) {
+  Decision d;
+  d.resolution = resolution;
+  d.reference = reference(resolution);
+  std::vector<int64_t> even(static_cast<size_t>(options_.n));
+  for (int64_t i = 0; i < options_.n; ++i) even[size_t(i)] = 2 * i;
+  const FidStatistics real = evaluator_.dataset_statistics(*data_, spec_, resolution, even, "even");  // cached
+  const FidStatistics gen = evaluator_.generator_statistics(sample, options_.n);
+  ENGINE_CHECK(gen.mu.numel() == real.mu.numel(), "ReferenceFidRule: feature sizes differ");
+  d.fid = frechet_distance(gen, real);
+  d.threshold = d.reference * (1 + options_.margin);
+  d.grow = d.fid <= d.threshold;
+  return d;
 }
 
 }  // namespace engine::aurora

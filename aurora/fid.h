@@ -153,4 +153,44 @@ class FidEvaluator {
   std::string weights_hash_;
 };
 
+// The reference-FID stage rule of progressive growing (docs/aurora-spec.md section 9): before
+// training at a resolution, the FID between two disjoint real sets at that resolution (even and
+// odd images, n each) is the floor a generator can reach; the trainer moves to the next
+// resolution once the generator's FID against the same real statistics (the even half) reaches
+// it. The paper gives neither the set sizes nor the exact rule, so both are options:
+//   grow  <=>  fid(G, even half) <= reference * (1 + margin)
+// The trainer calls, at every evaluation interval of a stage:
+//   ReferenceFidRule rule(evaluator, dataset, spec, {n, margin});   // once
+//   auto d = rule.evaluate(sample_fn, resolution);   // reference computed once per resolution
+//   log d.to_json(); if (d.grow) grow();
+// Real statistics are cached on disk by FidEvaluator, so a resumed run does not recompute them.
+struct StageRuleOptions {
+  int64_t n = 5000;     // images per set: each real half and the generated set
+  double margin = 0.0;  // relative slack above the reference
+};
+
+class ReferenceFidRule {
+ public:
+  struct Decision {
+    int64_t resolution = 0;
+    double fid = 0, reference = 0, threshold = 0;
+    bool grow = false;
+    std::string to_json() const;  // {"resolution":..,"fid":..,"reference_fid":..,"threshold":..,"grow":..}
+  };
+
+  ReferenceFidRule(FidEvaluator& evaluator, std::shared_ptr<const io::Dataset> data, std::string spec,
+                   StageRuleOptions options);
+  // The reference FID at `resolution` (computed on first use, then remembered).
+  double reference(int64_t resolution);
+  // The generator's FID at `resolution` (n images from `sample`) against the even half, and the decision.
+  Decision evaluate(const FidEvaluator::SampleFn& sample, int64_t resolution);
+
+ private:
+  FidEvaluator& evaluator_;
+  std::shared_ptr<const io::Dataset> data_;
+  std::string spec_;
+  StageRuleOptions options_;
+  std::map<int64_t, double> reference_;
+};
+
 }  // namespace engine::aurora

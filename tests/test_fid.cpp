@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -279,5 +280,29 @@ TEST_CASE("fid: evaluator (random-weight network): reference FID, cache, generat
   const FidStatistics odd = fid.dataset_statistics(data, "random", 32, {1, 3, 5}, "odd");
   const FrechetTerms t = frechet_terms(gen, odd);
   CHECK(std::fabs(t.fid()) <= 1e-7 * (t.trace1 + t.trace2));
+
+  // The stage rule: the reference comes from the cache above (same spec, resolution, n); a
+  // generator that reproduces the even half reaches it (FID ~ 0 <= reference), a grey one does not.
+  auto shared = std::make_shared<RandomImages>(6, 40, 48);
+  ReferenceFidRule rule(fid, shared, "random", StageRuleOptions{3, 0.1});
+  CHECK(rule.reference(32) == ref);
+  auto even_images = [&](int64_t first, int64_t count) {
+    TensorList xs;
+    for (int64_t i = first; i < first + count; ++i) {
+      const Tensor u8 = prepare_real_image(shared->get(size_t(2 * i)).image, 32);
+      xs.push_back(div(sub(to_dtype(u8, DType::f32), 127.5), 127.5));
+    }
+    return stack(xs, 0);
+  };
+  const ReferenceFidRule::Decision yes = rule.evaluate(even_images, 32);
+  CHECK(yes.grow);
+  CHECK(yes.reference == ref);
+  CHECK(yes.threshold == doctest::Approx(1.1 * ref));
+  CHECK(yes.to_json().find("\"grow\":true") != std::string::npos);
+  auto grey = [](int64_t, int64_t count) { return zeros({count, 3, 32, 32}); };
+  const ReferenceFidRule::Decision no = rule.evaluate(grey, 32);
+  MESSAGE("stage rule: reference " << ref << ", FID of the even half " << yes.fid << ", of grey images " << no.fid);
+  CHECK_FALSE(no.grow);
+  CHECK(no.fid > no.threshold);
   std::filesystem::remove_all(dir);
 }
