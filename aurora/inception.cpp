@@ -189,7 +189,16 @@ const FidInception::Conv& FidInception::conv(const std::string& name) const {
   return it->second;
 }
 
-Tensor FidInception::run(const Conv& c, const Tensor& x) const { return relu(conv2d(x, c.weight, c.bias, c.params)); }
+// conv + bias, then ReLU in place on the conv's fresh output (no second tensor, one pass less;
+// NaN stays NaN as in torch.relu).
+Tensor FidInception::run(const Conv& c, const Tensor& x) const {
+  Tensor y = conv2d(x, c.weight, c.bias, c.params);
+  float* p = y.data<float>();
+  const int64_t n = y.numel();
+#pragma omp parallel for simd schedule(static) if (n >= (1 << 16))
+  for (int64_t i = 0; i < n; ++i) p[i] = p[i] < 0.0f ? 0.0f : p[i];
+  return y;
+}
 
 TensorList FidInception::run_split(const Conv& c, const Tensor& x) const {
   return split_sizes(run(c, x), c.splits, 1);

@@ -5,7 +5,7 @@
 //   frechet_dD     the Frechet distance of two D x D covariances (ours: pivoted Cholesky +
 //                  tridiagonal eigenvalues, aurora/fid.cpp) vs pytorch-fid's scipy.linalg.sqrtm
 // Weights are random (the cost does not depend on their values).
-//   bench_fid [--batch B] [--dim D] [--reps R]
+//   bench_fid [--batch B] [--dim D] [--reps R] [--profile]   (--profile: per-op table of one forward)
 #include <omp.h>
 
 #include <cmath>
@@ -18,6 +18,7 @@
 #include "aurora/fid.h"
 #include "aurora/inception.h"
 #include "bench/bench_util.h"
+#include "tensor/memory/profiler.h"
 #include "tensor/ops.h"
 
 using namespace engine;
@@ -25,6 +26,9 @@ using namespace engine;
 int main(int argc, char** argv) {
   int64_t batch = 4, dim = 2048;
   int reps = 3;
+  bool profile = false;
+  for (int i = 1; i < argc; ++i)
+    if (!std::strcmp(argv[i], "--profile")) profile = true;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--batch")) batch = std::atoll(argv[i + 1]);
     if (!std::strcmp(argv[i], "--dim")) dim = std::atoll(argv[i + 1]);
@@ -43,6 +47,13 @@ int main(int argc, char** argv) {
   std::map<std::string, bench::Result> ours;
   const std::string inc = "inception_b" + std::to_string(batch);
   ours[inc] = bench::measure([&] { net.features(x); }, reps);
+  if (profile) {  // where the Inception forward spends its time, per op
+    memory::Profiler::reset();
+    memory::Profiler::enable(true);
+    net.features(x);
+    memory::Profiler::enable(false);
+    std::printf("%s\n", memory::Profiler::table_markdown(12).c_str());
+  }
 
   // Two covariances of random features (N = D + 500 rows), as the reference builds them.
   auto cov = [&](double scale) {
