@@ -67,9 +67,10 @@ int main(int argc, char** argv) {
   const double fid = aurora::frechet_distance(s1, s2);
   ours[fr].time_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 
-  const std::string cmd = std::string(ENGINE_PYTHON) + " " + ENGINE_SOURCE_DIR + "/bench/bench_fid_torch.py --threads " +
-                          std::to_string(threads) + " --batch " + std::to_string(batch) + " --dim " +
-                          std::to_string(dim) + " --reps " + std::to_string(reps);
+  const std::string cmd = std::string(ENGINE_PYTHON) + " " + ENGINE_SOURCE_DIR +
+                          "/bench/bench_fid_torch.py --threads " + std::to_string(threads) +
+                          " --batch " + std::to_string(batch) + " --dim " + std::to_string(dim) +
+                          " --reps " + std::to_string(reps);
   const nlohmann::json ref = nlohmann::json::parse(bench::run_command(cmd, "bench_fid"));
   std::printf("threads %d; FID of the bench covariances %.6f\n", threads, fid);
   std::printf("%-16s %12s %12s %8s\n", "case", "ours ms", "ref ms", "ratio");

@@ -89,7 +89,8 @@ void run_fid(const FidCliOptions& o) {
 const RegisterCommand registered(60, [](CLI::App& app) {
   auto o = std::make_shared<FidCliOptions>();
   o->weights = default_weights();
-  CLI::App* sub = app.add_subcommand("fid", "Frechet Inception Distance: reference FID of two real sets, or a checkpoint");
+  CLI::App* sub =
+      app.add_subcommand("fid", "Frechet Inception Distance: reference FID of two real sets, or a checkpoint");
   sub->add_option("--real", o->real, "real images: emoji, folder:PATH, wds:PATTERN, a folder or a .tar")->required();
   sub->add_option("--real2", o->real2, "second real set for the reference FID (default: the odd images of --real)");
   sub->add_option("--ckpt", o->ckpt, "generator checkpoint to evaluate against --real");
