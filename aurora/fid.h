@@ -83,7 +83,8 @@ struct FrechetTerms {
 FrechetTerms frechet_terms(const FidStatistics& a, const FidStatistics& b);
 double frechet_distance(const FidStatistics& a, const FidStatistics& b);
 
-// Linear algebra behind the trace term, exposed for tests (row-major n x n f64, symmetric).
+// Linear algebra behind the trace term, exposed for tests (row-major n x n f64, symmetric; the
+// eigensolver reads only the lower triangle).
 // Eigenvalues in ascending order (Householder tridiagonalisation + bisection).
 std::vector<double> symmetric_eigenvalues(std::vector<double> a, int64_t n);
 // sum_i sqrt(max(lambda_i(S1 S2), 0)) for symmetric PSD S1, S2.
