@@ -700,42 +700,47 @@ double FidEvaluator::reference_fid(const io::Dataset& a, const std::string& spec
   return frechet_distance(dataset_statistics(a, spec_a, resolution, n), dataset_statistics(b, spec_b, resolution, n));
 }
 
-// ---- Reference-FID stage rule ----------------------------------------------------------------
+// ---- The two FIDs of the stage switch ---------------------------------------------------------
 
-std::string ReferenceFidRule::Decision::to_json() const {
-  return fmt::format("{{\"resolution\":{},\"fid\":{},\"reference_fid\":{},\"threshold\":{},\"grow\":{}}}",
-                     resolution, fid, reference, threshold, grow ? "true" : "false");
+std::string StageFid::Record::to_json() const {
+  return fmt::format("{{\"fid_kind\":\"{}\",\"resolution\":{},\"n\":{},\"fid\":{}}}", kind, resolution, n,
+                     fid);
 }
 
-ReferenceFidRule::ReferenceFidRule(FidEvaluator& evaluator, std::shared_ptr<const io::Dataset> data, std::string spec,
-                                   StageRuleOptions options)
-    : evaluator_(evaluator), data_(std::move(data)), spec_(std::move(spec)), options_(options) {
-  ENGINE_CHECK(data_ != nullptr, "ReferenceFidRule: no dataset");
-  ENGINE_CHECK(options_.n >= 2, "ReferenceFidRule: n must be >= 2, got {}", options_.n);
-  ENGINE_CHECK(options_.margin >= 0, "ReferenceFidRule: margin must be >= 0, got {}", options_.margin);
+StageFid::StageFid(FidEvaluator& evaluator, std::shared_ptr<const io::Dataset> data, std::string spec, int64_t n)
+    : evaluator_(evaluator), data_(std::move(data)), spec_(std::move(spec)), n_(n) {
+  ENGINE_CHECK(data_ != nullptr, "StageFid: no dataset");
+  ENGINE_CHECK(n_ >= 2 && size_t(2 * n_) <= data_->size(),
+               "StageFid: two disjoint sets of {} images need {}, but '{}' has {}", n_, 2 * n_, spec_, data_->size());
 }
 
-double ReferenceFidRule::reference(int64_t resolution) {
+std::vector<int64_t> StageFid::even_indices() const {
+  std::vector<int64_t> even(static_cast<size_t>(n_));
+  for (int64_t i = 0; i < n_; ++i) even[size_t(i)] = 2 * i;
+  return even;
+}
+
+double StageFid::reference(int64_t resolution) {
   auto it = reference_.find(resolution);
   if (it != reference_.end()) return it->second;
-  const double r = evaluator_.reference_fid(*data_, spec_, resolution, options_.n);
+  const double r = evaluator_.reference_fid(*data_, spec_, resolution, n_);
   reference_[resolution] = r;
+  history_.push_back({"reference", resolution, n_, r});
   return r;
 }
 
-ReferenceFidRule::Decision ReferenceFidRule::evaluate(const FidEvaluator::SampleFn& sample, int64_t resolution) {
-  Decision d;
-  d.resolution = resolution;
-  d.reference = reference(resolution);
-  std::vector<int64_t> even(static_cast<size_t>(options_.n));
-  for (int64_t i = 0; i < options_.n; ++i) even[size_t(i)] = 2 * i;
-  const FidStatistics real = evaluator_.dataset_statistics(*data_, spec_, resolution, even, "even");  // cached
-  const FidStatistics gen = evaluator_.generator_statistics(sample, options_.n);
-  ENGINE_CHECK(gen.mu.numel() == real.mu.numel(), "ReferenceFidRule: feature sizes differ");
-  d.fid = frechet_distance(gen, real);
-  d.threshold = d.reference * (1 + options_.margin);
-  d.grow = d.fid <= d.threshold;
-  return d;
+double StageFid::generator(const FidEvaluator::SampleFn& sample, int64_t resolution) {
+  const FidStatistics real = evaluator_.dataset_statistics(*data_, spec_, resolution, even_indices(), "even");
+  const FidStatistics gen = evaluator_.generator_statistics(sample, n_);
+  const double f = frechet_distance(gen, real);
+  history_.push_back({"generator", resolution, n_, f});
+  return f;
+}
+
+std::vector<std::string> StageFid::captions(int64_t first, int64_t count) const {
+  std::vector<std::string> out;
+  for (int64_t i = first; i < first + count; ++i) out.push_back(data_->get(size_t(2 * (i % n_))).caption);
+  return out;
 }
 
 }  // namespace engine::aurora

@@ -109,11 +109,8 @@ struct FidOptions {
   bool verbose = true;          // progress lines on stderr
 };
 
-// The FID service the CLI and the trainer share (reference-FID stage rule: docs/evaluation.md).
-//   FidEvaluator fid(options);
-//   double ref = fid.reference_fid(dataset, spec, 16, 5000);         // once per stage (cached)
-//   double now = fid.fid_of_generator(sample, dataset, spec, 16, 5000);  // every eval interval
-//   grow when now <= ref * (1 + margin)
+// The FID service the CLI and the trainer share (the stage switch goes through StageFid below;
+// docs/evaluation.md).
 class FidEvaluator {
  public:
   // Draws `count` generated images starting at global sample index `first`: f32 [count, 3, R, R]
@@ -154,44 +151,44 @@ class FidEvaluator {
   std::string weights_hash_;
 };
 
-// The reference-FID stage rule of progressive growing (docs/aurora-spec.md section 9): before
-// training at a resolution, the FID between two disjoint real sets at that resolution (even and
-// odd images, n each) is the floor a generator can reach; the trainer moves to the next
-// resolution once the generator's FID against the same real statistics (the even half) reaches
-// it. The paper gives neither the set sizes nor the exact rule, so both are options:
-//   grow  <=>  fid(G, even half) <= reference * (1 + margin)
-// The trainer calls, at every evaluation interval of a stage:
-//   ReferenceFidRule rule(evaluator, dataset, spec, {n, margin});   // once
-//   auto d = rule.evaluate(sample_fn, resolution);   // reference computed once per resolution
-//   log d.to_json(); if (d.grow) grow();
-// Real statistics are cached on disk by FidEvaluator, so a resumed run does not recompute them.
-struct StageRuleOptions {
-  int64_t n = 5000;     // images per set: each real half and the generated set
-  double margin = 0.0;  // relative slack above the reference
-};
-
-class ReferenceFidRule {
+// The two FIDs of the reference-FID stage switch (docs/aurora-spec.md section 9). The trainer owns
+// the rule (aurora::ReferenceFidRule in aurora/trainer.h: grow once the generator's FID at the
+// stage resolution reaches the reference times a tolerance, checked every check_kimg); it takes
+// two callbacks double(int64_t resolution), which this class provides:
+//   reference(r)            FID between two disjoint real sets at resolution r: the dataset's even
+//                           and odd images, n each (computed once per r; real statistics cached
+//                           on disk, so a resumed run does not recompute them)
+//   generator(sample, r)    FID of n generated images at r against the even half (the same real
+//                           statistics, the same n: both numbers carry the same small-n bias)
+// Generated images should be conditioned on captions(first, count): the captions of the even
+// half, in order, so fakes and reals describe the same things. Every value is recorded in
+// history() (for the metrics log).
+class StageFid {
  public:
-  struct Decision {
-    int64_t resolution = 0;
-    double fid = 0, reference = 0, threshold = 0;
-    bool grow = false;
-    std::string to_json() const;  // {"resolution":..,"fid":..,"reference_fid":..,"threshold":..,"grow":..}
+  struct Record {
+    std::string kind;  // "reference" or "generator"
+    int64_t resolution = 0, n = 0;
+    double fid = 0;
+    std::string to_json() const;  // {"fid_kind":..,"resolution":..,"n":..,"fid":..}
   };
 
-  ReferenceFidRule(FidEvaluator& evaluator, std::shared_ptr<const io::Dataset> data, std::string spec,
-                   StageRuleOptions options);
-  // The reference FID at `resolution` (computed on first use, then remembered).
+  StageFid(FidEvaluator& evaluator, std::shared_ptr<const io::Dataset> data, std::string spec, int64_t n);
   double reference(int64_t resolution);
-  // The generator's FID at `resolution` (n images from `sample`) against the even half, and the decision.
-  Decision evaluate(const FidEvaluator::SampleFn& sample, int64_t resolution);
+  double generator(const FidEvaluator::SampleFn& sample, int64_t resolution);
+  // Captions of even-half images first .. first+count-1 (wrapping around after n).
+  std::vector<std::string> captions(int64_t first, int64_t count) const;
+  const std::vector<Record>& history() const { return history_; }
+  int64_t n() const { return n_; }
 
  private:
+  std::vector<int64_t> even_indices() const;
+
   FidEvaluator& evaluator_;
   std::shared_ptr<const io::Dataset> data_;
   std::string spec_;
-  StageRuleOptions options_;
+  int64_t n_;
   std::map<int64_t, double> reference_;
+  std::vector<Record> history_;
 };
 
 }  // namespace engine::aurora

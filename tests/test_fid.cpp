@@ -211,7 +211,7 @@ class RandomImages : public io::Dataset {
     for (size_t i = 0; i < n; ++i) images_.push_back(random_u8({h, w, 3}, g));
   }
   size_t size() const override { return images_.size(); }
-  io::RawSample get(size_t i) const override { return {images_.at(i), "", std::to_string(i)}; }
+  io::RawSample get(size_t i) const override { return {images_.at(i), "image " + std::to_string(i), std::to_string(i)}; }
   std::string describe() const override { return "random images"; }
 
  private:
@@ -281,11 +281,11 @@ TEST_CASE("fid: evaluator (random-weight network): reference FID, cache, generat
   const FrechetTerms t = frechet_terms(gen, odd);
   CHECK(std::fabs(t.fid()) <= 1e-7 * (t.trace1 + t.trace2));
 
-  // The stage rule: the reference comes from the cache above (same spec, resolution, n); a
-  // generator that reproduces the even half reaches it (FID ~ 0 <= reference), a grey one does not.
+  // The stage switch's two FIDs: the reference comes from the cache above (same spec, resolution,
+  // n); a generator that reproduces the even half has FID ~ 0, a grey one a large FID.
   auto shared = std::make_shared<RandomImages>(6, 40, 48);
-  ReferenceFidRule rule(fid, shared, "random", StageRuleOptions{3, 0.1});
-  CHECK(rule.reference(32) == ref);
+  StageFid stage(fid, shared, "random", 3);
+  CHECK(stage.reference(32) == ref);
   auto even_images = [&](int64_t first, int64_t count) {
     TensorList xs;
     for (int64_t i = first; i < first + count; ++i) {
@@ -294,15 +294,18 @@ TEST_CASE("fid: evaluator (random-weight network): reference FID, cache, generat
     }
     return stack(xs, 0);
   };
-  const ReferenceFidRule::Decision yes = rule.evaluate(even_images, 32);
-  CHECK(yes.grow);
-  CHECK(yes.reference == ref);
-  CHECK(yes.threshold == doctest::Approx(1.1 * ref));
-  CHECK(yes.to_json().find("\"grow\":true") != std::string::npos);
+  const double same_fid = stage.generator(even_images, 32);
+  CHECK(std::fabs(same_fid) <= 1e-7 * ref);
   auto grey = [](int64_t, int64_t count) { return zeros({count, 3, 32, 32}); };
-  const ReferenceFidRule::Decision no = rule.evaluate(grey, 32);
-  MESSAGE("stage rule: reference " << ref << ", FID of the even half " << yes.fid << ", of grey images " << no.fid);
-  CHECK_FALSE(no.grow);
-  CHECK(no.fid > no.threshold);
+  const double grey_fid = stage.generator(grey, 32);
+  MESSAGE("stage FIDs: reference " << ref << ", even half as generator " << same_fid << ", grey " << grey_fid);
+  CHECK(grey_fid > 10 * ref);
+  REQUIRE(stage.history().size() == 3);
+  CHECK(stage.history()[0].kind == "reference");
+  CHECK(stage.history()[2].to_json().find("\"fid_kind\":\"generator\",\"resolution\":32,\"n\":3") !=
+        std::string::npos);
+  CHECK(stage.captions(0, 2) == std::vector<std::string>{"image 0", "image 2"});
+  CHECK(stage.captions(4, 1) == std::vector<std::string>{"image 2"});  // wraps: even image 4 % 3 = 1
+  CHECK_THROWS_WITH_AS(StageFid(fid, shared, "random", 4), doctest::Contains("need 8, but 'random' has 6"), Error);
   std::filesystem::remove_all(dir);
 }
