@@ -211,7 +211,9 @@ class RandomImages : public io::Dataset {
     for (size_t i = 0; i < n; ++i) images_.push_back(random_u8({h, w, 3}, g));
   }
   size_t size() const override { return images_.size(); }
-  io::RawSample get(size_t i) const override { return {images_.at(i), "image " + std::to_string(i), std::to_string(i)}; }
+  io::RawSample get(size_t i) const override {
+    return {images_.at(i), "image " + std::to_string(i), std::to_string(i)};
+  }
   std::string describe() const override { return "random images"; }
 
  private:
