@@ -83,15 +83,20 @@ std::vector<ConvSpec> architecture() {
 }
 
 // The 1x1 convs of one block that read the block's input, in output order: fused into one conv
-// called "<block>.fused_1x1" (their outputs are split again by run_split).
+// called "<block>.fused_1x1" (their outputs are split again by run_split). An avg-pool branch
+// joins the group as its last member: avg-pooling with count_include_pad = false is linear with
+// weights summing to 1, so  relu(W avg(x) + b) = relu(avg(W x + b)),  and pooling the branch's
+// 32..192 output channels is cheaper than pooling the block's 192..2048 input channels. (Mixed_7c
+// max-pools, which does not commute with the conv, so its pool branch stays separate.)
 std::vector<std::pair<std::string, std::vector<std::string>>> fused_groups() {
   std::vector<std::pair<std::string, std::vector<std::string>>> g;
   for (const char* n : {"Mixed_5b", "Mixed_5c", "Mixed_5d"})
-    g.push_back({n, {"branch1x1", "branch5x5_1", "branch3x3dbl_1"}});
+    g.push_back({n, {"branch1x1", "branch5x5_1", "branch3x3dbl_1", "branch_pool"}});
   for (const char* n : {"Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e"})
-    g.push_back({n, {"branch1x1", "branch7x7_1", "branch7x7dbl_1"}});
+    g.push_back({n, {"branch1x1", "branch7x7_1", "branch7x7dbl_1", "branch_pool"}});
   g.push_back({"Mixed_7a", {"branch3x3_1", "branch7x7x3_1"}});
-  for (const char* n : {"Mixed_7b", "Mixed_7c"}) g.push_back({n, {"branch1x1", "branch3x3_1", "branch3x3dbl_1"}});
+  g.push_back({"Mixed_7b", {"branch1x1", "branch3x3_1", "branch3x3dbl_1", "branch_pool"}});
+  g.push_back({"Mixed_7c", {"branch1x1", "branch3x3_1", "branch3x3dbl_1"}});
   return g;
 }
 
@@ -162,6 +167,7 @@ FidInception::FidInception(const io::SafetensorsFile& file) : source_(file.sourc
       fused.splits.push_back(it->second.weight.size(0));
       convs_.erase(it);
     }
+    fused.pool_last = members.back() == "branch_pool";
     fused.weight = contiguous(cat(ws, 0));
     fused.bias = contiguous(cat(bs, 0));
     convs_[block + ".fused_1x1"] = std::move(fused);
@@ -189,32 +195,52 @@ const FidInception::Conv& FidInception::conv(const std::string& name) const {
   return it->second;
 }
 
-// conv + bias, then ReLU in place on the conv's fresh output (no second tensor, one pass less;
-// NaN stays NaN as in torch.relu).
+namespace {
+
+// ReLU in place on channels [c0, c1) of a fresh contiguous [N, C, H, W] f32 tensor (NaN stays NaN,
+// as torch.relu).
+void relu_channels(const Tensor& y, int64_t c0, int64_t c1) {
+  float* p = y.data<float>();
+  const int64_t n = y.size(0), c = y.size(1), hw = y.size(2) * y.size(3);
+  const int64_t len = (c1 - c0) * hw;
+#pragma omp parallel for schedule(static) if (n * len >= (1 << 16))
+  for (int64_t b = 0; b < n; ++b) {
+    float* q = p + (b * c + c0) * hw;
+#pragma omp simd
+    for (int64_t i = 0; i < len; ++i) q[i] = q[i] < 0.0f ? 0.0f : q[i];
+  }
+}
+
+// The pool branches of the FID blocks: 3x3 stride 1 pad 1.
+Tensor avg3(const Tensor& x) { return avg_pool2d(x, Pool2dParams::make(3, 1, 1), /*count_include_pad=*/false); }
+
+}  // namespace
+
+// conv + bias, then ReLU in place on the conv's fresh output (no second tensor, one pass less).
 Tensor FidInception::run(const Conv& c, const Tensor& x) const {
   Tensor y = conv2d(x, c.weight, c.bias, c.params);
-  float* p = y.data<float>();
-  const int64_t n = y.numel();
-#pragma omp parallel for simd schedule(static) if (n >= (1 << 16))
-  for (int64_t i = 0; i < n; ++i) p[i] = p[i] < 0.0f ? 0.0f : p[i];
+  relu_channels(y, 0, y.size(1));
   return y;
 }
 
+// A fused group: one conv, ReLU on every member but a pooled last one, which is averaged first.
 TensorList FidInception::run_split(const Conv& c, const Tensor& x) const {
-  return split_sizes(run(c, x), c.splits, 1);
+  Tensor y = conv2d(x, c.weight, c.bias, c.params);
+  const int64_t last = c.pool_last ? c.splits.back() : 0;
+  relu_channels(y, 0, y.size(1) - last);
+  TensorList parts = split_sizes(y, c.splits, 1);
+  if (c.pool_last) {
+    parts.back() = avg3(parts.back());
+    relu_channels(parts.back(), 0, parts.back().size(1));
+  }
+  return parts;
 }
-
-namespace {
-// The pool branches of the FID blocks: 3x3 stride 1 pad 1.
-Tensor avg3(const Tensor& x) { return avg_pool2d(x, Pool2dParams::make(3, 1, 1), /*count_include_pad=*/false); }
-}  // namespace
 
 Tensor FidInception::block_a(const std::string& n, const Tensor& x) const {
   const TensorList f = run_split(conv(n + ".fused_1x1"), x);
   const Tensor b5 = run(conv(n + ".branch5x5_2"), f[1]);
   const Tensor dbl = run(conv(n + ".branch3x3dbl_3"), run(conv(n + ".branch3x3dbl_2"), f[2]));
-  const Tensor pool = run(conv(n + ".branch_pool"), avg3(x));
-  return cat({f[0], b5, dbl, pool}, 1);
+  return cat({f[0], b5, dbl, f[3]}, 1);  // f[3]: the pool branch (fused)
 }
 
 Tensor FidInception::block_b(const std::string& n, const Tensor& x) const {
@@ -231,8 +257,7 @@ Tensor FidInception::block_c(const std::string& n, const Tensor& x) const {
   Tensor dbl = f[2];
   for (const char* m : {".branch7x7dbl_2", ".branch7x7dbl_3", ".branch7x7dbl_4", ".branch7x7dbl_5"})
     dbl = run(conv(n + m), dbl);
-  const Tensor pool = run(conv(n + ".branch_pool"), avg3(x));
-  return cat({f[0], b7, dbl, pool}, 1);
+  return cat({f[0], b7, dbl, f[3]}, 1);  // f[3]: the pool branch (fused)
 }
 
 Tensor FidInception::block_d(const std::string& n, const Tensor& x) const {
@@ -249,9 +274,10 @@ Tensor FidInception::block_e(const std::string& n, const Tensor& x, bool max_poo
   const Tensor b3 = cat({run(conv(n + ".branch3x3_2a"), f[1]), run(conv(n + ".branch3x3_2b"), f[1])}, 1);
   const Tensor d = run(conv(n + ".branch3x3dbl_2"), f[2]);
   const Tensor dbl = cat({run(conv(n + ".branch3x3dbl_3a"), d), run(conv(n + ".branch3x3dbl_3b"), d)}, 1);
-  // Mixed_7c (E_2) max-pools where every other block averages (pytorch-fid's FIDInceptionE_2).
-  const Tensor pooled = max_pool_branch ? max_pool2d(x, Pool2dParams::make(3, 1, 1)) : avg3(x);
-  const Tensor pool = run(conv(n + ".branch_pool"), pooled);
+  // Mixed_7c (E_2) max-pools where every other block averages (pytorch-fid's FIDInceptionE_2);
+  // the average-pool branch of Mixed_7b is part of the fused conv (f[3]).
+  const Tensor pool = max_pool_branch ? run(conv(n + ".branch_pool"), max_pool2d(x, Pool2dParams::make(3, 1, 1)))
+                                      : f[3];
   return cat({f[0], b3, dbl, pool}, 1);
 }
 

@@ -15,7 +15,8 @@
 // Each BasicConv2d is conv (no bias) -> BatchNorm (eval, eps 1e-3) -> ReLU; the BatchNorm is
 // folded into the conv at load:  w' = w gamma / sqrt(var + eps),  b' = beta - mean gamma / sqrt(var + eps).
 // 1x1 convs that read the same input inside a block (e.g. A's branch1x1, branch5x5_1,
-// branch3x3dbl_1) are concatenated into one conv at load, so they run as one GEMM.
+// branch3x3dbl_1 and, pooled after the conv, branch_pool) are concatenated into one conv at load,
+// so they run as one GEMM.
 //
 // Weights: a safetensors file with pytorch-fid's state-dict names, e.g.
 //   Conv2d_1a_3x3.conv.weight, Conv2d_1a_3x3.bn.{weight,bias,running_mean,running_var},
@@ -66,6 +67,7 @@ class FidInception {
     Tensor weight, bias;  // f32, contiguous
     Conv2dParams params;
     std::vector<int64_t> splits;  // output channels of each fused member
+    bool pool_last = false;       // the last member is an avg-pool branch (pooled after the conv)
   };
   Tensor run(const Conv& c, const Tensor& x) const;                    // conv + bias + ReLU
   TensorList run_split(const Conv& c, const Tensor& x) const;          // the same, split per member
