@@ -242,6 +242,9 @@ constexpr KeySpec kGenKeys[] = {
     {"attn_gain", "a positive number (released: 0.3)"},
     {"fourier_sampling_rate", "a positive number (released: 4)"},
     {"fourier_bandwidth", "a positive number (released: 1)"},
+    {"compat_official",
+     "a boolean (true: reproduce the released checkpoint's text-head attention, spec 11.1; "
+     "see docs/official-checkpoint.md)"},
     {"stages",
      "an object {\"<resolution>\": {channels, conv_blocks, attn_modules, attn_depth, num_kernels, num_experts, mtm}} "
      "for every resolution 4, 8, ..., image_size"},
@@ -367,6 +370,7 @@ nlohmann::json GeneratorConfig::to_json() const {
               {"attn_gain", attn_gain},
               {"fourier_sampling_rate", fourier_sampling_rate},
               {"fourier_bandwidth", fourier_bandwidth},
+              {"compat_official", compat_official},
               {"stages", st}};
 }
 
@@ -398,6 +402,9 @@ GeneratorConfig parse_generator_config(const json& j, const std::string& path) {
   c.attn_gain = D("attn_gain");
   c.fourier_sampling_rate = D("fourier_sampling_rate");
   c.fourier_bandwidth = D("fourier_bandwidth");
+  ENGINE_CHECK(j.at("compat_official").is_boolean(), "{}.compat_official: expected {}, got {}", path,
+               expected_in(kGenKeys, "compat_official"), describe(j.at("compat_official")));
+  c.compat_official = j.at("compat_official").get<bool>();
   const json& st = j.at("stages");
   ENGINE_CHECK(st.is_object(), "{}.stages: expected {}, got {}", path, expected_in(kGenKeys, "stages"), describe(st));
   for (const auto& item : st.items()) {

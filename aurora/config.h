@@ -102,6 +102,15 @@ struct GeneratorConfig {
   double attn_gain = 0;      // 0.3
   double fourier_sampling_rate = 0;
   double fourier_bandwidth = 0;
+  // compat_official (spec 11; docs/official-checkpoint.md): reproduce the released checkpoint's
+  // output-changing quirks. true: the text head's attention is the released per-token linear map
+  // W_o (W_v LN x + b_v) + b_o (quirk 11.1, a bug: it ignores q and k); use it to run converted
+  // official weights. false (the default for training): proper token-axis L2 attention. The
+  // other two quirks are kept in BOTH modes because they are the spec's model, not bugs: the L2
+  // logits use the non-squared distance (11.2, spec 5) and the cross-attention attends to every
+  // one of the 76 text positions, SOT and padding included (11.3; CLIP's causal states after EOT
+  // summarise the whole caption).
+  bool compat_official = false;
   // Every resolution 4, 8, ..., image_size. In JSON an object keyed by the resolution as a string.
   std::map<int64_t, GeneratorStageConfig> stages;
 

@@ -21,6 +21,7 @@ nn::TextHeadConfig text_head_config(const GeneratorConfig& c) {
   t.layers = c.text_layers;
   t.mlp_ratio = c.text_mlp_ratio;
   t.lr_mul = c.text_lr_mul;
+  t.compat_official = c.compat_official;  // spec 11.1 (config.h)
   return t;
 }
 
@@ -53,7 +54,7 @@ nn::FfnFactory stage_ffn(const GeneratorConfig& g, const GeneratorStageConfig& s
     return [&m](const Tensor& h, const Tensor& w) {
       memory::ModuleScope scope("moe");
       nn::MoEOutput o = m.forward(h, w);
-      return nn::FfnOutput{o.y, o.loss};
+      return nn::FfnOutput{o.y, o.loss, o.expert_ids};
     };
   };
 }
@@ -129,7 +130,20 @@ SynthesisStage::SynthesisStage(const GeneratorConfig& g, int64_t r)
   torgb = &register_module<nn::ToRGB>("torgb", c, g.w_dim, s.num_kernels, g.image_channels);
 }
 
-Tensor SynthesisStage::forward(const Tensor& x_in, const Tensor& w, const Tensor& t_seq, Tensor* moe_loss) const {
+std::vector<int64_t> RouterLayer::tokens_per_expert(int64_t num_experts) const {
+  std::vector<int64_t> counts(size_t(num_experts), 0);
+  const Tensor ids = expert_ids.contiguous();
+  ENGINE_CHECK(ids.dtype() == DType::i64, "RouterLayer {}: expert_ids must be i64", name);
+  const int64_t* p = ids.data<int64_t>();
+  for (int64_t i = 0; i < ids.numel(); ++i) {
+    ENGINE_CHECK(p[i] >= 0 && p[i] < num_experts, "RouterLayer {}: expert id {} outside [0, {})", name, p[i], num_experts);
+    ++counts[size_t(p[i])];
+  }
+  return counts;
+}
+
+Tensor SynthesisStage::forward(const Tensor& x_in, const Tensor& w, const Tensor& t_seq, Tensor* moe_loss,
+                               std::vector<RouterLayer>* routing) const {
   Tensor x = x_in;
   if (input) {
     x = input->forward(w);
@@ -140,9 +154,18 @@ Tensor SynthesisStage::forward(const Tensor& x_in, const Tensor& w, const Tensor
     if (auto* rc = dynamic_cast<nn::ResConv*>(m)) {
       x = rc->forward(x, w);
     } else {
-      const nn::ResidualAttnOutput o = static_cast<nn::ResidualAttn*>(m)->forward(x, w, t_seq);
+      auto* attn = static_cast<nn::ResidualAttn*>(m);
+      const nn::ResidualAttnOutput o = attn->forward(x, w, t_seq);
       x = o.x;
       *moe_loss = add_loss(*moe_loss, o.loss);
+      if (routing) {
+        const size_t index = size_t(std::find(attns.begin(), attns.end(), attn) - attns.begin());
+        for (size_t j = 0; j < o.expert_ids.size(); ++j)
+          if (o.expert_ids[j].defined())
+            routing->push_back({"b" + std::to_string(resolution) + ".attn" + std::to_string(index) + ".block" +
+                                    std::to_string(j),
+                                resolution, o.expert_ids[j]});
+      }
     }
   }
   return x;
@@ -176,7 +199,7 @@ Synthesis::Output Synthesis::forward(const Tensor& w, const Tensor& t_seq, int64
   for (const auto& [r, st] : stages) {
     if (r > max_res) break;
     memory::ModuleScope scope("b" + std::to_string(r));
-    x = st->forward(x, w, t_seq, &out.moe_loss);
+    x = st->forward(x, w, t_seq, &out.moe_loss, &out.routing);
     img = nn::skip_image_sum(st->torgb->forward(x, w), img);
     out.images[r] = img;
   }
@@ -193,8 +216,40 @@ Generator::Generator(const GeneratorConfig& g)
       mapping(register_module<nn::MappingNetwork>("mapping", mapping_config(g))),
       synthesis(register_module<Synthesis>("synthesis", g)) {}
 
+Tensor Generator::text_w_avg(const Tensor& t_g, const Tensor& z_samples) const {
+  ENGINE_CHECK(t_g.defined() && t_g.dim() == 2 && t_g.size(1) == config.text_width,
+               "Generator::text_w_avg: expected t_g [B, {}], got {}", config.text_width,
+               t_g.defined() ? t_g.sizes().str() : std::string("undefined"));
+  ENGINE_CHECK(z_samples.defined() && z_samples.dim() == 3 && z_samples.size(0) >= 1 &&
+                   z_samples.size(1) == t_g.size(0) && z_samples.size(2) == config.z_dim,
+               "Generator::text_w_avg: expected z_samples [n >= 1, {}, {}], got {}", t_g.size(0), config.z_dim,
+               z_samples.defined() ? z_samples.sizes().str() : std::string("undefined"));
+  memory::ModuleScope scope("mapping");
+  const int64_t n = z_samples.size(0), B = t_g.size(0);
+  // One mapping call on the n*B stacked samples (row i*B + b: sample i of caption b), then the mean
+  // over the n samples: w_c[b] = mean_i Mapping(z_i[b], t_g[b]).
+  const Tensor tg = reshape(expand(unsqueeze(t_g, 0), {n, B, t_g.size(1)}), {n * B, t_g.size(1)});
+  const Tensor w = mapping.forward(reshape(z_samples, {n * B, config.z_dim}), tg);
+  return mean(reshape(w, {n, B, config.w_dim}), {0});
+}
+
+Tensor Generator::truncate(const Tensor& w, const Truncation& t) const {
+  if (t.psi == 1.0) return w;
+  // spec 7 / run_synthesize.py: w <- lerp(w_avg, w, psi), then w <- lerp(w_c, w, psi).
+  Tensor out = mapping.truncate(w, t.psi);
+  if (t.w_text_avg.defined()) {
+    ENGINE_CHECK(t.w_text_avg.dim() == 2 && t.w_text_avg.size(1) == config.w_dim &&
+                     (t.w_text_avg.size(0) == w.size(0) || t.w_text_avg.size(0) == 1),
+                 "Generator::truncate: expected w_text_avg [{} or 1, {}], got {}", w.size(0), config.w_dim,
+                 t.w_text_avg.sizes().str());
+    const Tensor c = t.w_text_avg.to(w.dtype());
+    out = add(c, mul(sub(out, c), t.psi));  // lerp(c, out, psi) = c + psi (out - c)
+  }
+  return out;
+}
+
 Generator::Output Generator::forward(const Tensor& z, const Tensor& clip_tokens, const Tensor& eot_index,
-                                     int64_t max_res) const {
+                                     int64_t max_res, const Truncation& trunc) const {
   Output out;
   {
     memory::ModuleScope scope("text_head");
@@ -204,12 +259,13 @@ Generator::Output Generator::forward(const Tensor& z, const Tensor& clip_tokens,
   }
   {
     memory::ModuleScope scope("mapping");
-    out.w = mapping.forward(z, out.t_g);
+    out.w = truncate(mapping.forward(z, out.t_g), trunc);
   }
   memory::ModuleScope scope("synthesis");
   Synthesis::Output s = synthesis.forward(out.w, out.t_seq, max_res);
   out.images = std::move(s.images);
   out.moe_loss = s.moe_loss;
+  out.routing = std::move(s.routing);
   return out;
 }
 

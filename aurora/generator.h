@@ -18,6 +18,11 @@
 //   every r: y_r = ToRGB_r(x, w) (`b{r}.torgb`, 1x1, no demodulation, N = N_r);
 //            img_r = y_r + Up2(img_{r/2})  (skip architecture, kept in fp32: nn/torgb.h)
 //   moe_loss = sum of the 0.001 L_z + 0.001 L_aux of every MoE layer (spec 6).
+// Truncation (spec 7): Generator::forward takes an optional Truncation (global w_avg and
+// text-conditional average), applied to w between the mapping and the synthesis network.
+// compat_official (config.h, spec 11.1; docs/official-checkpoint.md) selects the text head's
+// released attention so that converted official weights (aurora/tools/convert_official.py)
+// reproduce the released model.
 // Progressive growing (spec 9): forward(.., max_resolution) stops after that resolution.
 //
 // Parameter names: text_head.*, mapping.dense{i}.*, synthesis.b{r}.{input, conv, conv{i}, attn{i},
@@ -28,6 +33,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <string>
 #include <vector>
 
 #include "aurora/config.h"
@@ -42,14 +48,27 @@
 
 namespace engine::aurora {
 
+// One MoE layer's routing in a forward pass (spec 6): for logging (tokens per expert) and for the
+// router picture of the paper's Fig. 6 (aurora/router_viz.h: router_map_from_ids(name,
+// resolution, expert_ids, b)). Costs nothing: the ids are computed for the dispatch anyway.
+struct RouterLayer {
+  std::string name;        // module path under synthesis, e.g. "b16.attn0.block1"
+  int64_t resolution = 0;  // tokens are the resolution x resolution pixels, token = y * r + x
+  Tensor expert_ids;       // i64 [B, resolution^2]
+  // Tokens routed to each of the layer's `num_experts` experts over the whole batch.
+  std::vector<int64_t> tokens_per_expert(int64_t num_experts) const;
+};
+
 // One resolution of the synthesis network.
 class SynthesisStage : public nn::Module {
  public:
   SynthesisStage(const GeneratorConfig& config, int64_t resolution);
 
   // x: the previous stage's features (undefined at r = 4); returns this stage's features and adds
-  // the stage's MoE losses to *moe_loss (left undefined when there are none).
-  Tensor forward(const Tensor& x, const Tensor& w, const Tensor& t_seq, Tensor* moe_loss) const;
+  // the stage's MoE losses to *moe_loss (left undefined when there are none) and its MoE layers'
+  // routing to *routing (when not null).
+  Tensor forward(const Tensor& x, const Tensor& w, const Tensor& t_seq, Tensor* moe_loss,
+                 std::vector<RouterLayer>* routing = nullptr) const;
 
   int64_t resolution, channels;
   nn::FourierFeatures* input = nullptr;   // r = 4 only
@@ -67,6 +86,7 @@ class Synthesis : public nn::Module {
   struct Output {
     std::map<int64_t, Tensor> images;  // img_r [B, image_channels, r, r] for every r <= max
     Tensor moe_loss;                    // scalar (zero when the network has no MoE layer)
+    std::vector<RouterLayer> routing;   // every MoE layer run, in forward order
   };
   // w [B, w_dim], t_seq [B, L, text_width]; max_resolution 0 = image_size.
   Output forward(const Tensor& w, const Tensor& t_seq, int64_t max_resolution = 0) const;
@@ -79,6 +99,16 @@ class Synthesis : public nn::Module {
   std::map<int64_t, SynthesisStage*> stages;  // b{r}
 };
 
+// The truncation trick of the released inference (spec 7; run_synthesize.py):
+//   w <- lerp(w_avg, w, psi)           global: mapping.w_avg, the training-time EMA of w
+//   w <- lerp(w_text_avg, w, psi)      text-conditional, when w_text_avg is given (GigaGAN C.1)
+// with lerp(a, b, psi) = a + psi (b - a). psi = 1 is the identity (no truncation). The released
+// model repeats w over its 23 layers and truncates all of them, which is this on the single w.
+struct Truncation {
+  double psi = 1.0;
+  Tensor w_text_avg;  // [B, w_dim] or [1, w_dim] (Generator::text_w_avg); undefined: global only
+};
+
 class Generator : public nn::Module {
  public:
   explicit Generator(const GeneratorConfig& config);
@@ -86,13 +116,22 @@ class Generator : public nn::Module {
   struct Output {
     std::map<int64_t, Tensor> images;  // img_res_{r}x{r}
     Tensor moe_loss;
+    std::vector<RouterLayer> routing;  // Synthesis::Output::routing
     Tensor w;      // [B, w_dim]
     Tensor t_g;    // [B, text_width]
     Tensor t_seq;  // [B, L - 1, text_width]
   };
   // z [B, z_dim]; clip_tokens [B, L, text_in_dim] (CLIP ln_final states); eot_index i64 [B].
+  // Output::w is the (truncated) w the synthesis network received.
   Output forward(const Tensor& z, const Tensor& clip_tokens, const Tensor& eot_index,
-                 int64_t max_resolution = 0) const;
+                 int64_t max_resolution = 0, const Truncation& truncation = {}) const;
+
+  // w_c[b] = mean_i Mapping(z_samples[i, b], t_g[b]): the text-conditional average of spec 7
+  // (the released inference averages 16 samples: loop_mapping = 16). z_samples [n, B, z_dim],
+  // t_g [B, text_width] (Output::t_g). Differentiable; call it under NoGradGuard for inference.
+  Tensor text_w_avg(const Tensor& t_g, const Tensor& z_samples) const;
+  // Apply `t` to w [B, w_dim] (see Truncation).
+  Tensor truncate(const Tensor& w, const Truncation& t) const;
 
   GeneratorConfig config;
   nn::TextHead& text_head;

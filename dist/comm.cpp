@@ -1,9 +1,11 @@
-// comm.cpp: LocalComm, the one-process communicator (dist/comm.h), and the environment switch.
+// comm.cpp: LocalComm, the one-process communicator (dist/comm.h), the Comm helpers (split for
+// one rank, exchange_counts) and the environment switch (init_from_environment).
 #include "dist/comm.h"
 
 #include <cstdio>
 #include <cstdlib>
 
+#include "dist/mpi_comm.h"
 #include "tensor/ops.h"
 
 namespace engine::dist {
@@ -39,9 +41,44 @@ class LocalComm final : public Comm {
 
 std::unique_ptr<Comm> make_local_comm() { return std::make_unique<LocalComm>(); }
 
-}  // namespace engine::dist
+std::unique_ptr<Comm> Comm::split(int color, int key) {
+  (void)color;
+  (void)key;
+  ENGINE_CHECK(size() == 1, "Comm::split: the '{}' communicator of {} ranks does not implement split", name(), size());
+  return make_local_comm();
+}
 
-// Replaced by the MPI-aware version once dist/mpi_comm.cpp lands.
-namespace engine::dist {
-std::unique_ptr<Comm> init_from_environment(int*, char***) { return make_local_comm(); }
+std::vector<int64_t> Comm::exchange_counts(const std::vector<int64_t>& send) {
+  const int n = size();
+  ENGINE_CHECK(int(send.size()) == n, "Comm::exchange_counts: {} counts for {} ranks", send.size(), n);
+  if (n == 1) return send;
+  const Tensor t = from_vector_i64(send, {int64_t(n)});
+  const Tensor r = alltoallv(t, std::vector<int64_t>(size_t(n), 1), std::vector<int64_t>(size_t(n), 1));
+  const int64_t* p = r.data<int64_t>();
+  return std::vector<int64_t>(p, p + n);
+}
+
+namespace {
+bool env_set(const char* name) {
+  const char* v = std::getenv(name);
+  return v && *v;
+}
+}  // namespace
+
+std::unique_ptr<Comm> init_from_environment(int* argc, char*** argv) {
+  const char* forced = std::getenv("AURORA_COMM");
+  const std::string mode = forced ? forced : "";
+  ENGINE_CHECK(mode.empty() || mode == "local" || mode == "mpi",
+               "AURORA_COMM='{}': expected 'local' or 'mpi'", mode);
+  if (mode == "local") return make_local_comm();
+  const bool under_launcher = env_set("OMPI_COMM_WORLD_SIZE") || env_set("PMI_SIZE") || env_set("PMIX_RANK");
+  if (mode == "mpi" || under_launcher) {
+    ENGINE_CHECK(mpi_available(),
+                 "init_from_environment: started by mpirun (or AURORA_COMM=mpi) but this build has no MPI; "
+                 "install libopenmpi-dev and reconfigure");
+    return make_mpi_comm(argc, argv);
+  }
+  return make_local_comm();
+}
+
 }  // namespace engine::dist

@@ -38,13 +38,25 @@ class Comm {
   [[noreturn]] virtual void abort(const std::string& message, int exit_code = 1) = 0;
 
   bool is_root() const { return rank() == 0; }
+
+  // A sub-communicator of the ranks that pass the same `color`, ordered by `key` (then by rank):
+  // MPI_Comm_split. Every rank of this communicator must call it. The expert-parallel groups
+  // (dist/expert_parallel.h) are made this way. The default serves one-rank communicators.
+  virtual std::unique_ptr<Comm> split(int color, int key);
+
+  // Count exchange for alltoallv: rank r passes send[p] for every peer p and gets recv[p] = what
+  // peer p passed for r. Built on alltoallv of one i64 per peer (every rank joins, also with zeros).
+  std::vector<int64_t> exchange_counts(const std::vector<int64_t>& send);
 };
 
 // One process.
 std::unique_ptr<Comm> make_local_comm();
 
-// The communicator of this process: MpiComm when started by mpirun (OMPI_COMM_WORLD_SIZE is set)
-// and the build has MPI, else LocalComm.
+// The communicator of this process: MpiComm when started by mpirun (OMPI_COMM_WORLD_SIZE or
+// PMI_SIZE/PMIX_RANK is set) and the build has MPI, else LocalComm. AURORA_COMM=local forces
+// LocalComm, AURORA_COMM=mpi forces MpiComm (a singleton MPI job without mpirun). Collectives of
+// an MpiComm are watched by a timeout (AURORA_COLLECTIVE_TIMEOUT_S, dist/watchdog.h). On a GPU
+// the trainer makes its NcclComm from this one (dist/nccl_comm.h): MPI bootstraps NCCL.
 std::unique_ptr<Comm> init_from_environment(int* argc, char*** argv);
 
 }  // namespace engine::dist

@@ -214,7 +214,7 @@ FfnFactory dense_geglu_ffn(int64_t hidden) {
     GegluExpert& ff = block.register_module<GegluExpert>("ff", c.width, hidden, c.lr_mul);
     return [&ff](const Tensor& h, const Tensor&) {
       memory::ModuleScope scope("ff");
-      return FfnOutput{ff.forward(h), Tensor()};
+      return FfnOutput{ff.forward(h), Tensor(), Tensor()};
     };
   };
 }
@@ -239,7 +239,7 @@ AttentionBlockOutput AttentionBlock::forward(const Tensor& x, const Tensor& w, c
   FfnOutput f = ffn(norm3.forward(h), w);
   ENGINE_CHECK(f.y.defined() && f.y.sizes() == h.sizes(), "AttentionBlock: the FFN returned shape {} for input {}",
                f.y.defined() ? f.y.sizes().str() : std::string("undefined"), h.sizes().str());
-  return {add(h, f.y), f.loss};
+  return {add(h, f.y), f.loss, f.expert_ids};
 }
 
 ResidualAttn::ResidualAttn(const ResidualAttnConfig& c, const FfnFactory& make_ffn)
@@ -261,14 +261,16 @@ ResidualAttnOutput ResidualAttn::forward(const Tensor& x, const Tensor& w, const
                x.defined() ? x.sizes().str() : std::string("undefined"));
   Tensor h = proj_in.to_tokens(norm.forward(x));  // [B, H*W, width]: pixels are tokens
   Tensor loss;
+  std::vector<Tensor> expert_ids;
   for (size_t i = 0; i < blocks.size(); ++i) {
     memory::ModuleScope scope("block" + std::to_string(i));
     AttentionBlockOutput o = blocks[i]->forward(h, w, t_seq);
     h = o.x;
     if (o.loss.defined()) loss = loss.defined() ? add(loss, o.loss) : o.loss;
+    expert_ids.push_back(o.expert_ids);
   }
   const Tensor y = reshape(proj_out->from_tokens(h), x.sizes());  // [B, C, H, W]
-  return {mul(add(x, y), config.gain), loss};
+  return {mul(add(x, y), config.gain), loss, std::move(expert_ids)};
 }
 
 }  // namespace engine::nn

@@ -160,6 +160,7 @@ class CrossAttention : public Module {
 struct FfnOutput {
   Tensor y;     // [B, T, width]
   Tensor loss;  // the FFN's auxiliary loss (a scalar; the MoE's 0.001 L_z + 0.001 L_aux); undefined if none
+  Tensor expert_ids;  // i64 [B, T]: the MoE's top-1 expert per token (routing stats); undefined if dense
 };
 // Applies the FFN to LN3(x) [B, T, width] and w [B, w_dim].
 using FfnForward = std::function<FfnOutput(const Tensor& h, const Tensor& w)>;
@@ -169,7 +170,7 @@ using FfnForward = std::function<FfnOutput(const Tensor& h, const Tensor& w)>;
 // live as long as the block. Example for the MoE (nn/moe.h):
 //   [cfg](Module& b, const AttentionConfig&) -> FfnForward {
 //     MoE& m = b.register_module<MoE>("moe", cfg);
-//     return [&m](const Tensor& h, const Tensor& w) { MoEOutput o = m.forward(h, w); return FfnOutput{o.y, o.loss}; };
+//     return [&m](const Tensor& h, const Tensor& w) { MoEOutput o = m.forward(h, w); return FfnOutput{o.y, o.loss, o.expert_ids}; };
 //   }
 using FfnFactory = std::function<FfnForward(Module& block, const AttentionConfig& config)>;
 
@@ -180,6 +181,7 @@ FfnFactory dense_geglu_ffn(int64_t hidden);
 struct AttentionBlockOutput {
   Tensor x;     // [B, T, width]
   Tensor loss;  // the FFN's auxiliary loss, undefined if it has none
+  Tensor expert_ids;  // FfnOutput::expert_ids
 };
 
 class AttentionBlock : public Module {
@@ -208,6 +210,7 @@ struct ResidualAttnConfig {
 struct ResidualAttnOutput {
   Tensor x;     // [B, C, H, W]
   Tensor loss;  // sum of the blocks' FFN losses, undefined if none has one
+  std::vector<Tensor> expert_ids;  // per block (block0, block1, ...): FfnOutput::expert_ids
 };
 
 class ResidualAttn : public Module {

@@ -204,6 +204,7 @@ std::pair<Tensor, Tensor> MoE::losses(const MoERouting& rt) const {
 }
 
 MoEOutput MoE::forward(const Tensor& x, const Tensor& w) const {
+  if (forward_hook) return forward_hook(x, w);  // expert parallel (dist/expert_parallel.h)
   memory::ModuleScope scope("moe");
   const int64_t C = config.channels;
   ENGINE_CHECK(x.defined() && x.dim() == 3 && x.size(2) == C, "MoE: expected tokens [B, T, {}], got {}", C,

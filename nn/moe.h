@@ -41,6 +41,7 @@
 // experts of one layer are therefore one contiguous block (expert-parallel sharding, DESIGN.md 10).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "nn/layers.h"
@@ -143,6 +144,9 @@ class MoE : public Module {
   MoEConfig config;
   ExpertList& experts;
   ModulatedRouter& router;
+  // Expert parallelism (dist/expert_parallel.h) installs itself here: when set, forward() returns
+  // forward_hook(x, w), the same contract with the experts sharded over ranks.
+  std::function<MoEOutput(const Tensor& x, const Tensor& w)> forward_hook;
 };
 
 }  // namespace engine::nn

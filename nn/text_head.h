@@ -21,7 +21,8 @@
 //     linear map  out_t = W_o (W_v LN x_t + b_v) + b_o,  which is what this mode computes, for
 //     every batch size (we do not reproduce the cross-batch mixing, which only makes a sample
 //     depend on its batch neighbours). W_q, W_k and their biases are unused (zero gradients). Use
-//     it to run the released weights; train with the proper mode.
+//     it to run the released weights; train with the proper mode. The generator sets it from the
+//     config key `compat_official` (aurora/config.h; docs/official-checkpoint.md).
 //   Split of the output T [B, 77, 1024] (spec 1.3):
 //     t_g   = T[b, eot_b]                      (eot_b = argmax of the token ids: EOT 49407 is the largest id)
 //     t_seq = the other 76 positions, in order (SOT and the padding after EOT included, no mask; spec 11.3)

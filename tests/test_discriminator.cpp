@@ -13,8 +13,8 @@
 //  5. gradcheck and gradgradcheck of a micro D in f64 w.r.t. pyramid, t_D and every parameter.
 //
 // Parity tolerances. An element passes when |ours - ref| <= rtol |ref| + max(atol * max|ref|, floor),
-// the atol scaled by the largest magnitude of the compared tensor (as tests/test_parity_r1.cpp
-// does: gradients of different tensors differ by orders of magnitude, and a fixed atol would hide
+// the atol scaled by the largest magnitude of the compared tensor (Note [scaled parity tolerance],
+// tests/model_parity.h; as tests/test_parity_r1.cpp does: gradients of different tensors differ by orders of magnitude, and a fixed atol would hide
 // relative errors of the small ones).
 //   f32: rtol 1e-4, atol 1e-5 (the project default), forward, first-order and R1 gradients.
 //   f64: rtol 1e-9, atol 1e-11 (only summation order differs).
@@ -50,6 +50,7 @@
 #include "nn/state_dict.h"
 #include "tensor/memory/memory.h"
 #include "tensor/ops.h"
+#include "tests/model_parity.h"
 #include "tests/parity/parity.h"
 
 using namespace engine;
@@ -126,84 +127,23 @@ struct OmpThreads {
   int saved;
 };
 
-// ---- Parity plumbing -------------------------------------------------------------------------
+// ---- Parity plumbing (tests/model_parity.h) ---------------------------------------------------
 
-std::string temp_path(const std::string& tag) {
-  char tmpl[] = "/tmp/engine_disc_XXXXXX";
-  const int fd = ::mkstemp(tmpl);
-  REQUIRE(fd >= 0);
-  ::close(fd);
-  const std::string p = std::string(tmpl) + tag;
-  ::unlink(tmpl);
-  return p;
-}
+using model_parity::compare_scaled;
+using model_parity::Errors;
+using model_parity::max_abs;
+using model_parity::perturb_constant_params;
+using model_parity::summary;
+
+std::string temp_path(const std::string& tag) { return model_parity::temp_path("engine_disc", tag); }
 
 // Run ref_discriminator.py on (weights, inputs); FAILS the test when python/torch is missing.
 io::SafetensorsFile run_reference(const std::string& weights, const std::string& inputs) {
-  REQUIRE_MESSAGE(::access(ENGINE_PYTHON, X_OK) == 0, "the Python interpreter ENGINE_PYTHON=" ENGINE_PYTHON
-                                                      " does not exist; install python3-torch (Debian)");
-  const std::string out = temp_path(".ref.safetensors"), log = out + ".log";
-  const std::string cmd = std::string(ENGINE_PYTHON) + " " + ENGINE_SOURCE_DIR + "/tests/parity/ref_discriminator.py " +
-                          weights + " " + inputs + " " + out + " > " + log + " 2>&1";
-  const auto t0 = std::chrono::steady_clock::now();
-  const int rc = std::system(cmd.c_str());
-  MESSAGE("reference script: " << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s");
-  std::ifstream lf(log);
-  std::stringstream text;
-  text << lf.rdbuf();
-  ::unlink(log.c_str());
-  REQUIRE_MESSAGE(rc == 0, "the reference script failed: " << cmd << "\nIs python3-torch installed for " ENGINE_PYTHON
-                                                           "? Its output:\n"
-                                                           << text.str());
+  const std::string out = temp_path(".ref.safetensors");
+  model_parity::run_python("tests/parity/ref_discriminator.py", weights + " " + inputs + " " + out);
   io::SafetensorsFile f = io::read_safetensors(out);
   ::unlink(out.c_str());
   return f;
-}
-
-struct Errors {
-  double worst_ratio = 0;  // max over compared tensors of |diff| / (atol*max|ref| + rtol |ref|)
-  double max_rel_to_max = 0;  // max over tensors of max|diff| / max|ref|
-  int tensors = 0;
-  std::string worst_what;
-};
-
-double max_abs(const Tensor& t) {
-  double m = 0;
-  for (double v : t.to_vector()) m = std::max(m, std::fabs(v));
-  return m;
-}
-
-// Compare with atol scaled by max|ref| (see the header comment); record into `e`.
-// `floor`: an absolute tolerance below which differences are rounding noise whatever the tensor
-// (see "R1 gradients that are zero in exact arithmetic" in the header comment).
-void compare_scaled(const std::string& what, const Tensor& ours, const Tensor& ref, double rtol, double atol, Errors& e,
-                    double floor = 0) {
-  const Tensor o = ours.defined() ? ours : zeros_like(ref);
-  const double mx = std::max(max_abs(ref), 1e-30);
-  const parity::Diff d = parity::compare(o, ref, parity::Tol{rtol, std::max(atol * mx, floor)});
-  CHECK_MESSAGE(d.ok, what << ": " << d.detail);
-  ++e.tensors;
-  if (d.worst_ratio > e.worst_ratio) {
-    e.worst_ratio = d.worst_ratio;
-    e.worst_what = what;
-  }
-  if (mx > floor) e.max_rel_to_max = std::max(e.max_rel_to_max, d.max_abs / mx);  // not for noise-only tensors
-}
-
-std::string summary(const char* label, const Errors& e) {
-  return fmt::format("  {:<28} {:4d} tensors, worst max|diff|/max|ref| {:.2e}, worst tolerance ratio {:.3f} ({})\n",
-                     label, e.tensors, e.max_rel_to_max, e.worst_ratio, e.worst_what);
-}
-
-// Perturb every constant-initialised parameter (biases 0, style biases 1, LayerNorm 1/0) so that
-// the parity run exercises generic values, not the special ones.
-void perturb_constant_params(nn::ParameterStore& store, uint64_t seed) {
-  autograd::NoGradGuard no_grad;
-  Generator gen(seed);
-  for (auto& [name, p] : store.parameters()) {
-    if (p->init.kind != nn::Init::Kind::constant) continue;
-    add_(p->value, mul(randn(p->shape, gen, opts(p->value.dtype())), 0.2));
-  }
 }
 
 // The whole parity comparison for one configuration and dtype.

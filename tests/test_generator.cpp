@@ -164,6 +164,18 @@ TEST_CASE("tiny16 generator: forward shapes, moe loss, backward") {
   CHECK(o.moe_loss.item() > 0);
   for (double v : o.images.at(16).to_vector()) CHECK(std::isfinite(v));
   CHECK(o.t_seq.sizes() == Dims{B, L - 1, c.text_width});
+  // Routing of every MoE layer (tiny16: one block with 2 experts at 8 and at 16).
+  REQUIRE(o.routing.size() == 2);
+  CHECK(o.routing[0].name == "b8.attn0.block0");
+  CHECK(o.routing[1].name == "b16.attn0.block0");
+  for (const aurora::RouterLayer& layer : o.routing) {
+    CAPTURE(layer.name);
+    const int64_t r = layer.resolution;
+    CHECK(layer.expert_ids.sizes() == Dims{B, r * r});
+    const std::vector<int64_t> counts = layer.tokens_per_expert(2);
+    CHECK(counts[0] + counts[1] == B * r * r);
+    if (counts[1] > 0) CHECK_THROWS_WITH_AS(layer.tokens_per_expert(1), doctest::Contains("outside [0, 1)"), Error);
+  }
 
   // Backward of a loss on every level plus the MoE loss.
   Tensor loss = o.moe_loss;

@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/model_parity.h"
 #include "tests/parity/script_runner.h"
 #include "autograd/engine.h"
 #include "autograd/gradcheck.h"
@@ -85,35 +86,13 @@ void build(const Case& c, Built& b) {
   b.gaux = scalar_tensor(-1.3, opts(c.dtype));
 }
 
-double max_abs(const Tensor& t) {
-  double m = 0;
-  for (double v : t.to_vector()) m = std::max(m, std::fabs(v));
-  return m;
-}
+using model_parity::max_abs;
 
 std::string g_report;  // max errors per case, printed once per case
 
 // ours (undefined = zeros) vs ref with the file's tolerance rule.
-void check_close(const std::string& what, const Tensor& ours_in, const Tensor& ref, DType dt) {
-  const Tensor ours = ours_in.defined() ? ours_in : zeros(ref.sizes(), opts(ref.dtype()));
-  REQUIRE_MESSAGE(ours.sizes() == ref.sizes(), what << ": shape " << ours.sizes().str() << " vs " << ref.sizes().str());
-  const double rtol = dt == DType::f64 ? 1e-9 : 1e-4;
-  const double atol = dt == DType::f64 ? 1e-11 : 1e-5;
-  const std::vector<double> a = ours.to_vector(), r = ref.to_vector();
-  double worst = 0, worst_abs = 0;
-  size_t wi = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double d = std::fabs(a[i] - r[i]);
-    const double ratio = std::isnan(d) ? INFINITY : d / (atol + rtol * std::fabs(r[i]));
-    if (ratio > worst) worst = ratio, wi = i;
-    if (d > worst_abs || std::isnan(d)) worst_abs = d;
-  }
-  char buf[200];
-  std::snprintf(buf, sizeof buf, "\n  %-28s max|diff| %.3g  max|ref| %.3g  worst/allowed %.3f", what.c_str(), worst_abs,
-                max_abs(ref), worst);
-  g_report += buf;
-  CHECK_MESSAGE(worst <= 1.0, what << ": element " << wi << " ours " << (a.empty() ? 0 : a[wi]) << " ref "
-                                   << (r.empty() ? 0 : r[wi]) << " (worst/allowed " << worst << ")");
+void check_close(const std::string& what, const Tensor& ours, const Tensor& ref, DType dt) {
+  model_parity::check_close(what, ours, ref, dt, g_report);
 }
 
 const std::vector<Case>& parity_cases() {
