@@ -444,8 +444,8 @@ AuroraConfig parse_config(const json& root, const std::string& source) {
   for (const auto& item : root.items()) {
     const std::string& k = item.key();
     if (!k.empty() && k[0] == '_') continue;
-    ENGINE_CHECK(k == "generator" || k == "discriminator",
-                 "config.{}: unknown section (known sections: generator, discriminator)", k);
+    ENGINE_CHECK(k == "generator" || k == "discriminator" || k == "train",
+                 "config.{}: unknown section (known sections: generator, discriminator, train)", k);
   }
   if (root.contains("generator")) {
     ENGINE_CHECK(root["generator"].is_object(), "config.generator: expected an object, got {}",
@@ -456,6 +456,7 @@ AuroraConfig parse_config(const json& root, const std::string& source) {
     out.discriminator = parse_discriminator_config(root["discriminator"], "config.discriminator");
     out.has_discriminator = true;
   }
+  if (root.contains("train")) out.train = root["train"];  // parsed by parse_train_config
   return out;
 }
 

@@ -129,10 +129,11 @@ struct AuroraConfig {
   nlohmann::json generator;           // raw section (null when absent); parsed by the generator
   bool has_discriminator = false;
   DiscriminatorConfig discriminator;  // valid when has_discriminator
+  nlohmann::json train;               // raw "train" section (null when absent); aurora/train_config.h
 };
 
 // Parse a whole config document: an object whose keys are sections ("generator",
-// "discriminator"; "_" comments). An unknown section is an error.
+// "discriminator", "train"; "_" comments). An unknown section is an error.
 AuroraConfig parse_config(const nlohmann::json& root, const std::string& source = "<memory>");
 // Read and parse a file (JSON syntax errors name the file, line and column).
 AuroraConfig load_config(const std::string& path);

@@ -357,7 +357,7 @@ TEST_CASE("config: inconsistent geometry is an error naming the key") {
 TEST_CASE("config: files, sections and --set overrides") {
   // Unknown section.
   std::string e = error_of([] { aurora::parse_config(json::parse(R"({"discriminatr": {}})")); });
-  CHECK_MESSAGE(e == "config.discriminatr: unknown section (known sections: generator, discriminator)", e);
+  CHECK_MESSAGE(e == "config.discriminatr: unknown section (known sections: generator, discriminator, train)", e);
   // A file: JSON syntax errors and key errors name the file.
   const std::string path = temp_path(".json");
   {

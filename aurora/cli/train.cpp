@@ -1,0 +1,248 @@
+// train.cpp: `aurora train` (DESIGN.md sections 10, 11; docs/training.md).
+//
+//   aurora train --config configs/tiny16.json [--set key=value ...] --out runs/NAME
+//                [--resume] [--data SPEC] [--steps N | --kimg K]
+//
+// Writes under OUT (rank 0 only; every rank trains):
+//   config.json                 the resolved config (train section complete)
+//   metrics.jsonl               one record every log_every steps (aurora/run_log.h)
+//   losses.png                  loss curves (io/plot.h), refreshed with the samples
+//   samples/reals.png           the fixed captions' real images (reference)
+//   samples/step-<N>.png        G_ema grids: fixed z and fixed captions (captions.txt), every
+//                               sample_every steps, at step 0 and at the end; latest.png = newest
+//   checkpoints/ckpt-<N>.safetensors   every checkpoint_every steps, on SIGINT/SIGTERM and at the
+//                               end; the last keep_checkpoints are kept (aurora/checkpoint.h)
+// --resume continues from the newest checkpoint under OUT (its config, unless --config is given;
+// --set still applies). Without --resume an OUT that already holds checkpoints is an error, so a
+// run is never overwritten by accident.
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "aurora/checkpoint.h"
+#include "aurora/cli/commands.h"
+#include "aurora/config.h"
+#include "aurora/run_log.h"
+#include "aurora/trainer.h"
+#include "io/atomic_file.h"
+#include "io/dataset.h"
+#include "io/image.h"
+#include "io/plot.h"
+#include "tensor/error.h"
+#include "tensor/ops.h"
+
+namespace engine::cli {
+namespace {
+
+struct TrainOptions {
+  std::string config, out, data;
+  std::vector<std::string> overrides;
+  bool resume = false;
+  int64_t steps = -1;
+  double kimg = -1;
+};
+
+constexpr int64_t kNumSamples = 16;
+
+void write_loss_plot(const std::string& out) {
+  const std::vector<nlohmann::json> records = aurora::read_metrics(out + "/metrics.jsonl");
+  std::vector<io::PlotSeries> series;
+  for (const char* key : {"G", "D", "G_match", "D_match", "R1"}) {
+    io::PlotSeries s;
+    s.name = key;
+    for (const auto& r : records)
+      if (r.contains(key) && r[key].is_number() && r.contains("step")) {
+        s.x.push_back(r["step"].get<double>());
+        s.y.push_back(r[key].get<double>());
+      }
+    if (!s.x.empty()) series.push_back(std::move(s));
+  }
+  if (series.empty()) return;
+  io::PlotOptions o;
+  o.title = "losses (" + out + ")";
+  o.smooth = 5;
+  io::write_line_plot(out + "/losses.png", series, o);
+}
+
+void run_train(const TrainOptions& opt) {
+  dist::Comm& comm = world();
+  const bool root = comm.is_root();
+  const std::string ckpt_dir = opt.out + "/checkpoints", sample_dir = opt.out + "/samples";
+  const std::vector<std::string> existing = aurora::list_checkpoints(ckpt_dir);
+  ENGINE_CHECK(opt.resume || existing.empty(),
+               "--out {}: already holds checkpoints (e.g. {}); pass --resume to continue, or choose another --out",
+               opt.out, existing.empty() ? std::string() : existing.back());
+  ENGINE_CHECK(!opt.config.empty() || (opt.resume && !existing.empty()),
+               "--config is required (only --resume from an existing checkpoint can take the config from it)");
+  ENGINE_CHECK(opt.steps < 0 || opt.kimg < 0, "--steps and --kimg are exclusive: give one");
+
+  // Config document: file (or checkpoint), train defaults filled in, --set, CLI shortcuts.
+  nlohmann::json doc = opt.config.empty() ? aurora::checkpoint_config(existing.back()) : aurora::read_config_json(opt.config);
+  ENGINE_CHECK(doc.is_object(), "config: expected a JSON object");
+  doc["train"] = aurora::parse_train_config(doc.contains("train") ? doc["train"] : nlohmann::json()).to_json();
+  for (const std::string& o : opt.overrides) aurora::apply_override(doc, o);
+  if (!opt.data.empty()) doc["train"]["data"] = opt.data;
+  if (opt.steps >= 0) doc["train"]["steps"] = opt.steps;
+  const std::string source = opt.config.empty() ? existing.back() : opt.config;
+  aurora::AuroraConfig cfg;
+  aurora::TrainConfig train;
+  try {
+    cfg = aurora::parse_config(doc, source);
+    train = aurora::parse_train_config(cfg.train);
+  } catch (const Error& e) {
+    throw Error(fmt::format("{} (in {})", e.what(), source));
+  }
+  if (opt.kimg >= 0) {
+    train.steps = int64_t(std::ceil(opt.kimg * 1000.0 / double(train.batch_size)));
+    doc["train"]["steps"] = train.steps;
+  }
+
+  aurora::Trainer trainer(cfg, train, comm);
+  trainer.set_model_json(doc);
+  const std::shared_ptr<io::Dataset> dataset = io::open_dataset(train.data);
+  if (opt.resume && !existing.empty()) {
+    aurora::load_checkpoint(trainer, existing.back());
+    if (root) std::fprintf(stderr, "aurora train: resumed from %s (step %lld)\n", existing.back().c_str(),
+                           static_cast<long long>(trainer.state().step));
+  }
+  const int64_t start_step = trainer.state().step;
+
+  if (root) {
+    io::make_directories(ckpt_dir);
+    io::make_directories(sample_dir);
+    io::write_file_atomically(opt.out + "/config.json", doc.dump(2) + "\n");
+    if (start_step == 0) std::filesystem::remove(opt.out + "/metrics.jsonl");
+    std::fprintf(stderr, "aurora train: %s, %s, G %.2f M + D %.2f M parameters, batch %lld on %d rank(s), %lld steps\n",
+                 source.c_str(), dataset->describe().c_str(), trainer.g_store().numel() / 1e6,
+                 trainer.d_store().numel() / 1e6, static_cast<long long>(train.batch_size), comm.size(),
+                 static_cast<long long>(train.steps));
+  }
+
+  // Fixed captions (spread over the dataset) and z for the sample grids.
+  std::vector<std::string> captions;
+  Tensor reals;
+  {
+    const int64_t n = std::min<int64_t>(kNumSamples, int64_t(dataset->size()));
+    TensorList imgs;
+    for (int64_t i = 0; i < n; ++i) {
+      const io::RawSample s = dataset->get(size_t(i * int64_t(dataset->size()) / n));
+      captions.push_back(s.caption);
+      if (root && start_step == 0) {
+        const int64_t R = trainer.state().image_size;
+        Tensor im = io::center_crop_square(s.image);
+        imgs.push_back(io::to_float(io::resize_image(im, R, R)));
+      }
+    }
+    if (root && !imgs.empty()) {
+      io::write_png(sample_dir + "/reals.png", aurora::display_grid(stack(imgs, 0), 8));
+      std::string text;
+      for (size_t i = 0; i < captions.size(); ++i) text += fmt::format("{:2d} {}\n", i, captions[i]);
+      io::write_file_atomically(sample_dir + "/captions.txt", text);
+    }
+  }
+  const Tensor sample_z = trainer.make_z(int64_t(captions.size()), train.seed, aurora::Trainer::kPurposeSample, 0);
+  auto write_samples = [&](int64_t step) {
+    if (!root) return;
+    Tensor imgs = trainer.sample(captions, sample_z, train.sample_psi);
+    const Tensor grid = aurora::display_grid(imgs, 8);  // every stage shown at 64 px per cell
+    io::write_png(fmt::format("{}/step-{:08d}.png", sample_dir, step), grid);
+    io::write_png(sample_dir + "/latest.png", grid);
+    write_loss_plot(opt.out);
+  };
+  auto write_checkpoint = [&] {
+    if (!root) return;
+    aurora::save_checkpoint(trainer, ckpt_dir + "/" + aurora::checkpoint_file_name(trainer.state().step));
+    aurora::prune_checkpoints(ckpt_dir, train.keep_checkpoints);
+  };
+
+  io::LoaderOptions lo;
+  lo.batch_size = trainer.local_batch();
+  lo.resolution = trainer.state().image_size;
+  lo.flip = train.flip;
+  lo.seed = train.seed;
+  lo.rank = comm.rank();
+  lo.world_size = comm.size();
+  lo.start_step = uint64_t(start_step);
+  io::DataLoader loader(dataset, lo);
+
+  std::unique_ptr<aurora::MetricsLog> metrics;
+  if (root) metrics = std::make_unique<aurora::MetricsLog>(opt.out + "/metrics.jsonl", start_step);
+  aurora::StopSignal::install();
+  aurora::ProgressBar bar(train.steps, train.batch_size);
+  if (start_step == 0) write_samples(0);
+
+  auto last = std::chrono::steady_clock::now();
+  int64_t steps_since_log = 0;
+  bool stopped = false;
+  // R1 runs every r1_interval steps, which rarely coincide with log steps: log the latest value.
+  double last_r1 = std::nan("");
+  while (trainer.state().step < train.steps) {
+    // Every rank must stop at the same step, or the others would wait in a collective: the flag
+    // is max-reduced (a signal may reach the ranks of an mpirun job at different moments).
+    bool stop = aurora::StopSignal::requested();
+    if (comm.size() > 1) {
+      Tensor flag = scalar_tensor(stop ? 1.0 : 0.0);
+      comm.allreduce(flag, dist::ReduceOp::max);
+      stop = flag.item() > 0;
+    }
+    if (stop) {
+      stopped = true;
+      break;
+    }
+    const io::Batch batch = loader.next();
+    const int64_t stage_before = trainer.state().stage;
+    const aurora::StepResult r = trainer.step(batch);
+    ++steps_since_log;
+    if (r.r1_applied) last_r1 = r.r1;
+    const int64_t step = trainer.state().step;
+    if (root && r.grew)
+      bar.message(fmt::format("step {}: growing {} -> {} px ({})", step, stage_before, trainer.state().stage,
+                              trainer.stage_rule().describe()));
+    std::vector<std::pair<std::string, double>> shown = {{"G", r.g_loss}, {"D", r.d_loss}, {"res", double(r.stage)}};
+    if (root) bar.update(step, shown);
+    if (root && (step % train.log_every == 0 || step == train.steps)) {
+      const auto now = std::chrono::steady_clock::now();
+      const double sec = std::chrono::duration<double>(now - last).count();
+      last = now;
+      nlohmann::json rec = {{"step", step},         {"kimg", trainer.state().kimg()}, {"stage", r.stage},
+                            {"G", r.g_loss},        {"G_adv", r.g_adv},               {"G_match", r.g_match},
+                            {"moe", r.moe},         {"D", r.d_loss},                  {"D_real", r.d_real},
+                            {"D_fake", r.d_fake},   {"D_match", r.d_match},
+                            {"sec_per_step", sec / double(std::max<int64_t>(steps_since_log, 1))}};
+      if (std::isfinite(last_r1)) rec["R1"] = last_r1;  // the latest R1 penalty (gamma/2 mean |grad|^2)
+      metrics->write(rec);
+      steps_since_log = 0;
+    }
+    if (train.sample_every > 0 && step % train.sample_every == 0 && step < train.steps) write_samples(step);
+    if (train.checkpoint_every > 0 && step % train.checkpoint_every == 0 && step < train.steps) write_checkpoint();
+  }
+  write_checkpoint();
+  if (trainer.state().step > start_step) write_samples(trainer.state().step);
+  if (root) {
+    bar.finish();
+    std::fprintf(stderr, "aurora train: %s at step %lld; checkpoint %s/%s, samples %s/latest.png\n",
+                 stopped ? "stopped by signal" : "done", static_cast<long long>(trainer.state().step), ckpt_dir.c_str(),
+                 aurora::checkpoint_file_name(trainer.state().step).c_str(), sample_dir.c_str());
+  }
+}
+
+const RegisterCommand registered(10, [](CLI::App& app) {
+  auto opts = std::make_shared<TrainOptions>();
+  CLI::App* sub = app.add_subcommand("train", "train a preset (progress, metrics, samples, loss plot, checkpoints)");
+  sub->add_option("--config", opts->config, "JSON preset, e.g. configs/tiny16.json");
+  sub->add_option("--set", opts->overrides, "override a key: --set train.batch_size=8");
+  sub->add_option("--out", opts->out, "run folder, e.g. runs/demo")->required();
+  sub->add_flag("--resume", opts->resume, "continue from the newest checkpoint in --out");
+  sub->add_option("--data", opts->data, "dataset: emoji, emoji:ROOT, folder:PATH, wds:PATTERN (train.data)");
+  sub->add_option("--steps", opts->steps, "total steps (train.steps)");
+  sub->add_option("--kimg", opts->kimg, "total thousands of images (sets train.steps)");
+  sub->callback([opts] { run_train(*opts); });
+});
+
+}  // namespace
+}  // namespace engine::cli

@@ -1,0 +1,102 @@
+// train_config.h: the "train" section of a config file (DESIGN.md section 11; the hyperparameters
+// of docs/aurora-spec.md section 9, where Aurora's own values are "not found" and the Hammer /
+// GigaGAN values stand in; docs/training.md lists every key).
+//
+//   {"generator": {...}, "discriminator": {...}, "train": {"batch_size": 16, ...}}
+//
+// Unlike the model sections every key here is OPTIONAL and takes the default below (the run's
+// knobs, not the architecture), but parsing is as strict as aurora/config.cpp: an unknown key, a
+// wrong type or a value out of range is an engine::Error naming the key path
+// ("config.train.r1_gamma: expected a number >= 0, got string \"x\""). Keys starting with '_' are
+// comments. to_json() writes every key, so a checkpoint stores the complete, resolved section and
+// `--set train.KEY=VALUE` works for keys a preset leaves out (the CLI fills the defaults in
+// first).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace engine::aurora {
+
+// The built-in trainable text encoder (aurora/small_text_encoder.h). Its width is the
+// generator's text_in_dim and its embed_dim the discriminator's text_dim.
+struct SmallTextEncoderConfig {
+  // Token embedding rows. 49408 = one row per CLIP id; a smaller value hashes id -> id %
+  // vocab_size, which keeps tiny presets small (a 24-wide table over 49408 ids would outweigh
+  // the whole tiny16 generator). Collisions only merge rare tokens; EOT is located from the raw
+  // ids, so it is never lost.
+  int64_t vocab_size = 49408;
+  int64_t layers = 2;        // pre-LN transformer blocks (nn/text_head.h's TextBlock)
+  int64_t heads = 4;         // must divide the width
+  int64_t mlp_ratio = 4;
+  double lr_mul = 1.0;       // equalized-lr multiplier of its linears
+  nlohmann::json to_json() const;
+};
+
+// The rule that moves progressive growing to the next resolution (spec section 9).
+//   "kimg":  after `stage_kimg` thousand images at a stage (the default)
+//   "fid":   the paper's reference-FID rule (aurora/trainer.h: ReferenceFidRule; needs an FID
+//            provider, which the evaluation module supplies)
+//   "none":  train at image_size from the start (start_resolution is ignored)
+struct GrowingConfig {
+  std::string rule = "kimg";
+  int64_t start_resolution = 4;
+  double stage_kimg = 100.0;
+  nlohmann::json to_json() const;
+};
+
+struct TrainConfig {
+  // Sizes and length.
+  int64_t batch_size = 16;      // GLOBAL batch (split evenly over the ranks)
+  int64_t steps = 10000;        // total training steps (the CLI's --steps / --kimg override it)
+  uint64_t seed = 0;            // parameters, z, data order, sample z: Philox streams keyed by it
+  // Optimizers (AdamW; spec 9: GigaGAN T2I-64 uses lr 0.0025, betas (0, 0.99)).
+  double g_lr = 0.0025;
+  double d_lr = 0.0025;
+  double beta1 = 0.0;
+  double beta2 = 0.99;
+  double eps = 1e-8;
+  double g_weight_decay = 0.0;
+  double d_weight_decay = 0.0;
+  // Per-parameter learning-rate multipliers on top of the equalized-lr lr_mul of each layer:
+  // {"G.generator.mapping.": 10, "D.text.": 2}: a parameter whose name ("G." or "D." + its
+  // state_dict name) starts with a prefix gets lr * multiplier (the longest matching prefix
+  // wins). Short runs use it to speed up the mapping network and the text head, whose
+  // lr_mul 0.01 is made for runs of millions of images.
+  std::map<std::string, double> lr_multipliers;
+  // Losses (spec 8b, 6). GigaGAN T2I-64: R1 gamma 0.2048-2.048, lazy R1 every 16 steps.
+  double r1_gamma = 0.2048;
+  int64_t r1_interval = 16;     // 0 disables R1
+  double match_weight = 1.0;    // matching-aware term, on D and G (spec 8b)
+  double moe_loss_weight = 1.0; // outer weight on the summed MoE losses (not found in the spec)
+  // G EMA and w_avg (spec 9: Hammer's half-life 10 kimg, w-avg decay 0.995).
+  double ema_kimg = 10.0;       // half-life in thousands of images
+  double ema_rampup = 0.0;      // > 0: half-life = min(ema_kimg, kimg so far * ema_rampup) (StyleGAN2-ADA)
+  double w_avg_decay = 0.995;
+  // Progressive growing (spec 9).
+  GrowingConfig growing;
+  // Text.
+  std::string text_encoder = "small";  // "small" (trained with G); "clip" once CLIP weights load
+  SmallTextEncoderConfig small_text_encoder;
+  std::string vocab = "../shared/data/clip/bpe_simple_vocab_16e6.txt.gz";  // relative to the cwd
+  // Data and run management.
+  std::string data = "emoji";   // io::open_dataset spec
+  bool flip = true;
+  int64_t log_every = 10;       // metrics.jsonl + progress values
+  int64_t sample_every = 500;   // sample grid + loss plot (0 = only at the end)
+  int64_t checkpoint_every = 1000;
+  int64_t keep_checkpoints = 3;
+  double sample_psi = 1.0;      // truncation of the training sample grids (1 = none)
+
+  nlohmann::json to_json() const;
+};
+
+// Parse one "train" section (null -> all defaults). Throws engine::Error naming the key path.
+TrainConfig parse_train_config(const nlohmann::json& j, const std::string& path = "config.train");
+
+// The multiplier of parameter `name` ("G.<...>" or "D.<...>") under `multipliers` (1 if none).
+double lr_multiplier(const std::map<std::string, double>& multipliers, const std::string& name);
+
+}  // namespace engine::aurora

@@ -1,0 +1,225 @@
+// trainer.h: Aurora's GAN training loop (docs/aurora-spec.md sections 6, 8, 9; DESIGN.md sections
+// 7, 10 and 11; user guide: docs/training.md).
+//
+// Networks and optimizers:
+//   G      = TextToImage {text_encoder (aurora/small_text_encoder.h), generator (aurora/generator.h)}
+//            one ParameterStore, one AdamW (the text encoder is trained with G)
+//   D      = Discriminator (aurora/discriminator.h), its own store and AdamW
+//   G_ema  = a second TextToImage whose flat parameters follow G by nn::Ema (half-life
+//            ema_kimg thousand images); its buffers (w_avg) are copied from G
+// One step = the phases of StyleGAN2 with lazy regularisation:
+//   G_main  L_G = sum_ij softplus(-D_ij(G(z,c), c))                       non-saturating (spec 8b)
+//               + match_weight * sum_ij softplus(D_ij(G(z,c), c_hat))     matching-aware, G side
+//               + moe_loss_weight * moe_loss                              spec 6
+//   D_main  L_D = sum_ij softplus(-D_ij(x, c)) + softplus(D_ij(G(z',c), c))
+//               + match_weight * sum_ij softplus(D_ij(x, c_hat)) + softplus(D_ij(G(z',c), c_hat))
+//   D_r1    every r1_interval steps (step % r1_interval == 0):
+//           r1_interval * gamma/2 * mean_b |grad_{pyramid} sum_ij D_ij(x, c)|^2   (Note [R1 double backward])
+// c_hat: the captions rolled by one over the GLOBAL batch (nn::roll_batch on the all-gathered
+// t_D), so a sample's mismatched caption does not depend on the rank count. Each phase is
+// backward, DataParallel::allreduce_gradients, AdamW step. With lazy R1 the D optimizer's lr
+// and betas are adjusted as in StyleGAN2 (ratio = interval / (interval + 1): lr * ratio,
+// beta ** ratio), so the regulariser does not change D's effective step size. After G_main:
+// w_avg <- lerp(mean w, w_avg, w_avg_decay) (averaged over ranks), then the EMA.
+// D sees t_D = the text encoder's pooled embedding, DETACHED: the text encoder learns only from
+// G's losses through the generator's token input, so G cannot move D's condition to fool it.
+//
+// Randomness (DESIGN.md section 10): z comes from the counter-based Philox stream keyed by
+// (seed, purpose), at offset (step * global_batch + global sample index) * z_dim, so a sample's z
+// depends on (seed, step, global index, purpose) only: not on the rank count, not on the order of
+// calls. That makes a resumed run bit-exact: the state is (step, nimg, stage, optimizer moments
+// and step counts, parameters, EMA, w_avg), all in the checkpoint (aurora/checkpoint.h).
+//
+// Progressive growing (spec 9): training starts at growing.start_resolution; G runs
+// forward(max_resolution = stage). D is always the full-size MS-I/O discriminator; below full
+// size every pyramid level above the stage holds the stage image upsampled with G's own skip
+// upsampler (nn::upsample2d, FIR [1,3,3,1]), for reals and fakes alike: reals are box-downsampled
+// to the stage (make_image_pyramid) and upsampled back. So D's inputs carry exactly the stage's
+// information, and when G grows, img_2s = ToRGB_2s + Up2(img_s) starts from what D already saw
+// (the released G has no fade-in; the skip sum makes the addition additive). The switch is a
+// pluggable StageRule: KimgStageRule by default; ReferenceFidRule is the paper's rule (grow when
+// the generator's FID at this resolution reaches the FID between two disjoint real sets), fed by
+// two callbacks that the evaluation module provides.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "aurora/config.h"
+#include "aurora/discriminator.h"
+#include "aurora/generator.h"
+#include "aurora/small_text_encoder.h"
+#include "aurora/train_config.h"
+#include "dist/comm.h"
+#include "dist/data_parallel.h"
+#include "io/clip_tokenizer.h"
+#include "io/dataset.h"
+#include "nn/adamw.h"
+#include "nn/ema.h"
+
+namespace engine::aurora {
+
+// G: the trainable text encoder and the generator, one module tree (names text_encoder.*,
+// generator.*), so one ParameterStore and one optimizer cover both.
+class TextToImage : public nn::Module {
+ public:
+  TextToImage(const GeneratorConfig& generator_config, const SmallTextEncoderConfig& text_config, int64_t embed_dim);
+
+  struct Text {
+    TextFeatures features;   // encoder output (states, eot, pooled)
+    nn::TextHeadOutput head; // generator's text head: t_g, t_seq
+  };
+  Text encode(const Tensor& ids) const;
+  // Images at `resolution` (0 = full) from z [N, z_dim] with optional truncation (spec 7:
+  // w <- lerp(w_avg, w, psi), then lerp(w_c, w, psi) with w_c the mean w of `loop_mapping`
+  // z's drawn from `truncation_seed` for each caption). No grad.
+  Tensor synthesize(const Text& text, const Tensor& z, double psi, int64_t resolution = 0, uint64_t truncation_seed = 0,
+                    int64_t loop_mapping = 16) const;
+  // The w used by synthesize (for z/w interpolation).
+  Tensor mapping_w(const Text& text, const Tensor& z, double psi, uint64_t truncation_seed = 0,
+                   int64_t loop_mapping = 16) const;
+  Tensor synthesize_w(const Text& text, const Tensor& w, int64_t resolution = 0) const;
+
+  SmallTextEncoder& text_encoder;
+  Generator& generator;
+};
+
+// Where training stands; what a StageRule sees.
+struct TrainState {
+  int64_t step = 0;              // completed steps
+  int64_t nimg = 0;              // images seen (global)
+  int64_t stage = 0;             // current resolution
+  int64_t stage_start_nimg = 0;  // nimg when this stage began
+  int64_t image_size = 0;        // target resolution
+  double kimg() const { return double(nimg) / 1000.0; }
+  double stage_kimg() const { return double(nimg - stage_start_nimg) / 1000.0; }
+};
+
+// When progressive growing moves to the next resolution (spec section 9).
+class StageRule {
+ public:
+  virtual ~StageRule() = default;
+  // Called after every step while state.stage < image_size; true = double the stage now.
+  virtual bool should_grow(const TrainState& state) = 0;
+  virtual std::string describe() const = 0;
+};
+
+// The default: grow after `stage_kimg` thousand images at a stage.
+class KimgStageRule : public StageRule {
+ public:
+  explicit KimgStageRule(double stage_kimg) : stage_kimg_(stage_kimg) {}
+  bool should_grow(const TrainState& s) override { return s.stage_kimg() >= stage_kimg_; }
+  std::string describe() const override;
+
+ private:
+  double stage_kimg_;
+};
+
+// The paper's rule: before a stage, compute the FID between two disjoint sets of real images at
+// that resolution (the lower bound); every `check_kimg` thousand images, compute the generator's
+// FID at that resolution; grow once it reaches the bound (times `tolerance`, >= 1). Both FIDs
+// come from callbacks (the evaluation module: feature extractor, statistics), so the trainer
+// does not depend on it. The reference value is cached per resolution.
+class ReferenceFidRule : public StageRule {
+ public:
+  using FidFn = std::function<double(int64_t resolution)>;
+  ReferenceFidRule(FidFn reference_fid, FidFn generator_fid, double check_kimg, double tolerance = 1.0);
+  bool should_grow(const TrainState& s) override;
+  std::string describe() const override { return "reference FID"; }
+  const std::map<int64_t, double>& reference() const { return reference_; }
+
+ private:
+  FidFn reference_fid_, generator_fid_;
+  double check_kimg_, tolerance_;
+  std::map<int64_t, double> reference_;
+  int64_t last_check_nimg_ = -1;
+};
+
+// Losses of one step (global means: each rank's value is allreduced for logging only when
+// `log` is requested; otherwise the rank-local value). r1 is NaN on steps without R1.
+struct StepResult {
+  double g_loss = 0, g_adv = 0, g_match = 0, moe = 0;
+  double d_loss = 0, d_real = 0, d_fake = 0, d_match = 0;
+  double r1 = 0;
+  bool r1_applied = false;
+  int64_t stage = 0;
+  bool grew = false;  // the stage doubled after this step
+};
+
+class Trainer {
+ public:
+  // `model` needs generator and discriminator sections; `comm` outlives the trainer. `rule`
+  // null = from config (kimg, or none). Throws engine::Error on inconsistent sizes (text widths,
+  // image sizes, batch not divisible by the ranks) and when the vocab file is missing.
+  Trainer(const AuroraConfig& model, const TrainConfig& train, dist::Comm& comm, std::unique_ptr<StageRule> rule = nullptr);
+
+  // One training step on this rank's rows of the global batch (batch.images [B_local, 3, H, H]
+  // in [-1, 1] with H >= image_size a power-of-two multiple of it; batch.captions B_local).
+  StepResult step(const io::Batch& batch);
+
+  // CLIP ids of captions: i64 [N, 77].
+  Tensor tokenize(const std::vector<std::string>& captions) const;
+  // z [n, z_dim] from the Philox stream of (seed, purpose) at row `first_row`.
+  Tensor make_z(int64_t n, uint64_t seed, uint64_t purpose, int64_t first_row) const;
+  // G_ema images of captions with z rows [N, z_dim] at the current stage (grid previews).
+  Tensor sample(const std::vector<std::string>& captions, const Tensor& z, double psi) const;
+
+  const TrainState& state() const { return state_; }
+  TrainState& mutable_state() { return state_; }
+  const TrainConfig& train_config() const { return train_; }
+  const AuroraConfig& model_config() const { return model_; }
+  const nlohmann::json& model_json() const { return model_json_; }
+  void set_model_json(nlohmann::json j) { model_json_ = std::move(j); }
+  int64_t local_batch() const { return local_batch_; }
+  dist::Comm& comm() const { return comm_; }
+  const StageRule& stage_rule() const { return *rule_; }
+
+  TextToImage& G() { return *G_; }
+  TextToImage& G_ema() { return *G_ema_; }
+  Discriminator& D() { return *D_; }
+  nn::ParameterStore& g_store() { return g_store_; }
+  nn::ParameterStore& g_ema_store() { return g_ema_store_; }
+  nn::ParameterStore& d_store() { return d_store_; }
+  nn::AdamW& g_opt() { return *g_opt_; }
+  nn::AdamW& d_opt() { return *d_opt_; }
+
+  // Purposes of the Philox streams.
+  static constexpr uint64_t kPurposeZ_G = 1, kPurposeZ_D = 2, kPurposeSample = 3, kPurposeTruncation = 4;
+  static uint64_t stream_seed(uint64_t seed, uint64_t purpose);
+
+ private:
+  TensorList real_pyramid(const Tensor& images) const;              // no grad
+  TensorList fake_pyramid(const std::map<int64_t, Tensor>& images) const;
+  Tensor rolled_condition_input(const Tensor& t_D) const;  // global roll by one, local rows
+  void check_batch(const io::Batch& batch) const;
+
+  AuroraConfig model_;
+  nlohmann::json model_json_;  // the whole config document (for checkpoints)
+  TrainConfig train_;
+  dist::Comm& comm_;
+  GeneratorConfig gcfg_;
+  int64_t local_batch_ = 0;
+  std::unique_ptr<io::ClipTokenizer> tokenizer_;
+  std::unique_ptr<TextToImage> G_, G_ema_;
+  std::unique_ptr<Discriminator> D_;
+  nn::ParameterStore g_store_, g_ema_store_, d_store_;
+  std::unique_ptr<nn::AdamW> g_opt_, d_opt_;
+  std::unique_ptr<nn::Ema> ema_;
+  std::unique_ptr<dist::DataParallel> g_dp_, d_dp_;
+  std::unique_ptr<StageRule> rule_;
+  TrainState state_;
+};
+
+// Images f32 [N, C, r, r] in [-1, 1] as a u8 grid [Hg, Wg, C] for a PNG: each image is first
+// enlarged by pixel repetition to `cell` pixels (when cell > r), so a 4 or 16 px sample stays
+// visible; `nrow` images per row (io::make_grid's geometry).
+Tensor display_grid(const Tensor& images, int64_t nrow, int64_t cell = 64);
+
+// The vocabulary path resolved: as given when it exists, else relative to the source tree;
+// throws engine::Error naming the path and the config key when it is missing.
+std::string resolve_vocab_path(const std::string& path);
+
+}  // namespace engine::aurora

@@ -1,0 +1,242 @@
+// test_cli.cpp: the `aurora` executable's train, sample and interpolate commands, run as a user
+// would (a child process; the path comes from CMake as AURORA_BINARY).
+//
+//  1. Bad input: one line "aurora: error: ..." on stderr naming the problem, exit code 1, and no
+//     output file left behind (missing config, unknown --set key, missing checkpoint, bad --mode,
+//     an --out that already holds a run).
+//  3. SIGTERM in the middle of a run: the step finishes, a checkpoint is written, exit code 0,
+//     and --resume continues from it.
+//  2. A very short run on a micro config and a folder dataset the test writes (coloured squares
+//     with caption sidecars): metrics.jsonl, sample grids, the loss plot and checkpoints appear;
+//     --resume continues from the newest checkpoint; sample and interpolate write PNGs of the
+//     expected grid geometry.
+#include <doctest/doctest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "aurora/run_log.h"
+#include "io/image.h"
+#include "tensor/ops.h"
+
+using namespace engine;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kVocab = std::string(ENGINE_SOURCE_DIR) + "/../shared/data/clip/bpe_simple_vocab_16e6.txt.gz";
+
+struct Result {
+  int code = -1;
+  std::string err;
+};
+
+// Run `aurora ARGS` with stderr captured (stdout discarded).
+Result run(const std::string& dir, const std::string& args) {
+  const std::string err_file = dir + "/stderr.txt";
+  const std::string cmd = std::string(AURORA_BINARY) + " " + args + " > /dev/null 2> " + err_file;
+  const int status = std::system(cmd.c_str());
+  Result r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  std::ifstream f(err_file);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  r.err = ss.str();
+  return r;
+}
+
+// Exactly one line, "aurora: error: " first.
+bool one_error_line(const std::string& s) {
+  return s.rfind("aurora: error: ", 0) == 0 && s.find('\n') == s.size() - 1;
+}
+
+json micro_config(const std::string& data) {
+  json g = {{"image_size", 8},       {"image_channels", 3},   {"z_dim", 8},             {"w_dim", 16},
+            {"mapping_layers", 2},   {"mapping_hidden", 16},  {"mapping_lr_mul", 0.01}, {"text_in_dim", 8},
+            {"text_width", 16},      {"text_heads", 2},       {"text_layers", 1},       {"text_mlp_ratio", 2},
+            {"text_lr_mul", 0.01},   {"attn_heads", 2},       {"attn_head_dim", 4},     {"attn_groups", 4},
+            {"expert_hidden", 8},    {"residual_gain", 0.4},  {"attn_gain", 0.3},       {"fourier_sampling_rate", 4},
+            {"fourier_bandwidth", 1},    {"compat_official", false}};
+  g["stages"] = {{"4", {{"channels", 16}, {"conv_blocks", 1}, {"attn_modules", 0}, {"attn_depth", 0},
+                        {"num_kernels", 1}, {"num_experts", 0}, {"mtm", true}}},
+                 {"8", {{"channels", 8}, {"conv_blocks", 1}, {"attn_modules", 1}, {"attn_depth", 1},
+                        {"num_kernels", 2}, {"num_experts", 2}, {"mtm", true}}}};
+  json d = {{"image_size", 8},  {"image_channels", 3}, {"channels", {{"8", 8}, {"4", 16}, {"1", 16}}},
+            {"attention_resolutions", json::array({4})}, {"attention_head_dim", 8}, {"text_dim", 16},
+            {"text_layers", 1}, {"cond_dim", 16},      {"predictor_layers", 2}};
+  json t = {{"batch_size", 4},
+            {"steps", 4},
+            {"r1_interval", 2},
+            {"growing", {{"rule", "kimg"}, {"start_resolution", 4}, {"stage_kimg", 0.008}}},
+            {"small_text_encoder", {{"vocab_size", 512}, {"layers", 1}, {"heads", 2}}},
+            {"vocab", kVocab},
+            {"data", data},
+            {"log_every", 1},
+            {"sample_every", 2},
+            {"checkpoint_every", 2},
+            {"keep_checkpoints", 2}};
+  return {{"generator", g}, {"discriminator", d}, {"train", t}};
+}
+
+// A folder dataset: 6 coloured squares on white, 16 px, with caption sidecars.
+void write_folder_dataset(const std::string& dir) {
+  fs::create_directories(dir);
+  const char* names[] = {"red", "green", "blue", "yellow", "black", "purple"};
+  const uint8_t colors[][3] = {{220, 20, 20}, {20, 200, 20}, {20, 20, 220}, {230, 220, 20}, {0, 0, 0}, {140, 20, 160}};
+  for (int k = 0; k < 6; ++k) {
+    std::vector<double> px(16 * 16 * 3, 255.0);
+    for (int y = 4; y < 12; ++y)
+      for (int x = 4; x < 12; ++x)
+        for (int c = 0; c < 3; ++c) px[size_t((y * 16 + x) * 3 + c)] = colors[k][c];
+    io::write_png(dir + "/" + names[k] + ".png", from_vector(px, {16, 16, 3}).to(DType::u8));
+    std::ofstream(dir + "/" + names[k] + ".txt") << names[k] << " square\n";
+  }
+}
+
+std::string tmp_dir() {
+  const std::string d = (fs::temp_directory_path() / ("aurora_test_cli_" + std::to_string(::getpid()))).string();
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+}  // namespace
+
+TEST_CASE("aurora CLI: bad input gives one error line, exit 1, nothing written") {
+  const std::string dir = tmp_dir();
+  Result r = run(dir, "train --config " + dir + "/missing.json --out " + dir + "/run");
+  CHECK(r.code == 1);
+  CHECK(one_error_line(r.err));
+  CHECK(r.err.find("missing.json") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir + "/run"));
+
+  std::ofstream(dir + "/c.json") << micro_config("folder:" + dir + "/data").dump();
+  r = run(dir, "train --config " + dir + "/c.json --set train.bogus=1 --out " + dir + "/run");
+  CHECK(r.code == 1);
+  CHECK(one_error_line(r.err));
+  CHECK(r.err.find("bogus") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir + "/run"));
+
+  r = run(dir, "train --config " + dir + "/c.json --set train.r1_gamma=\\\"x\\\" --out " + dir + "/run");
+  CHECK(r.code == 1);
+  CHECK(one_error_line(r.err));
+  CHECK(r.err.find("config.train.r1_gamma") != std::string::npos);
+
+  r = run(dir, "train --config " + dir + "/c.json --out " + dir + "/run --data folder:" + dir + "/nowhere");
+  CHECK(r.code == 1);
+  CHECK(one_error_line(r.err));
+  CHECK(r.err.find("nowhere") != std::string::npos);
+
+  r = run(dir, "sample --ckpt " + dir + "/none.safetensors --prompt \"red apple\" --out " + dir + "/g.png");
+  CHECK(r.code == 1);
+  CHECK(one_error_line(r.err));
+  CHECK(r.err.find("none.safetensors") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir + "/g.png"));
+
+  r = run(dir, "train --out " + dir + "/run");
+  CHECK(r.code == 1);
+  CHECK(one_error_line(r.err));
+  CHECK(r.err.find("--config") != std::string::npos);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("aurora CLI: a short train, resume, sample and interpolate") {
+  const std::string dir = tmp_dir(), out = dir + "/run";
+  write_folder_dataset(dir + "/data");
+  std::ofstream(dir + "/c.json") << micro_config("folder:" + dir + "/data").dump(2);
+
+  Result r = run(dir, "train --config " + dir + "/c.json --out " + out);
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  CHECK(fs::exists(out + "/config.json"));
+  CHECK(fs::exists(out + "/losses.png"));
+  CHECK(fs::exists(out + "/samples/reals.png"));
+  CHECK(fs::exists(out + "/samples/step-00000000.png"));
+  CHECK(fs::exists(out + "/samples/step-00000002.png"));
+  CHECK(fs::exists(out + "/samples/latest.png"));
+  CHECK(fs::exists(out + "/checkpoints/ckpt-00000002.safetensors"));
+  CHECK(fs::exists(out + "/checkpoints/ckpt-00000004.safetensors"));
+  auto records = aurora::read_metrics(out + "/metrics.jsonl");
+  REQUIRE(records.size() == 4);
+  CHECK(records[3]["step"] == 4);
+  CHECK(records[0].contains("R1"));  // step 0 is an R1 step (logged as step 1); later records keep the latest
+  CHECK(records[1]["R1"] == records[0]["R1"]);
+  CHECK(records[2]["R1"] != records[0]["R1"]);  // step index 2 is the next R1 step
+  CHECK(records[3]["stage"] == 8);   // grew after 2 steps (0.008 kimg at batch 4)
+  // The grid: 6 captions (the dataset has 6), 8 per row, 64 px cells, 2 px padding.
+  const Tensor grid = io::read_image(out + "/samples/latest.png");
+  CHECK(grid.sizes() == Dims{68, 6 * 66 + 2, 3});
+
+  // A second train into the same folder without --resume is refused; with it, it continues.
+  r = run(dir, "train --config " + dir + "/c.json --out " + out);
+  CHECK(r.code == 1);
+  CHECK(one_error_line(r.err));
+  CHECK(r.err.find("--resume") != std::string::npos);
+  r = run(dir, "train --out " + out + " --resume --steps 6");
+  REQUIRE(r.code == 0);
+  CHECK(r.err.find("resumed from") != std::string::npos);
+  CHECK(fs::exists(out + "/checkpoints/ckpt-00000006.safetensors"));
+  CHECK_FALSE(fs::exists(out + "/checkpoints/ckpt-00000002.safetensors"));  // keep_checkpoints 2
+  records = aurora::read_metrics(out + "/metrics.jsonl");
+  REQUIRE(records.size() == 6);
+  CHECK(records[5]["step"] == 6);
+
+  const std::string ckpt = out + "/checkpoints/ckpt-00000006.safetensors";
+  r = run(dir, "sample --ckpt " + ckpt + " --prompt \"red square\" --prompt \"blue square\" --n 4 --psi 0.7 --out " +
+                   dir + "/s.png");
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  CHECK(io::read_image(dir + "/s.png").sizes() == Dims{68, 4 * 66 + 2, 3});
+  r = run(dir, "interpolate --ckpt " + ckpt + " --prompt \"red square\" --prompt2 \"blue square\" --mode text --steps 5 "
+               "--rows 2 --out " + dir + "/i.png");
+  REQUIRE(r.code == 0);
+  CHECK(io::read_image(dir + "/i.png").sizes() == Dims{2 * 66 + 2, 5 * 66 + 2, 3});
+  r = run(dir, "interpolate --ckpt " + ckpt + " --prompt \"red square\" --mode z --steps 3 --rows 1 --out " + dir +
+               "/z.png");
+  REQUIRE(r.code == 0);
+  CHECK(io::read_image(dir + "/z.png").sizes() == Dims{68, 3 * 66 + 2, 3});
+  r = run(dir, "interpolate --ckpt " + ckpt + " --prompt a --mode fast --out " + dir + "/bad.png");
+  CHECK(r.code == 1);
+  CHECK(one_error_line(r.err));
+  CHECK(r.err.find("--mode") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir + "/bad.png"));
+  fs::remove_all(dir);
+}
+
+TEST_CASE("aurora CLI: SIGTERM writes a checkpoint and exits cleanly") {
+  const std::string dir = tmp_dir(), out = dir + "/run";
+  write_folder_dataset(dir + "/data");
+  json cfg = micro_config("folder:" + dir + "/data");
+  cfg["train"]["steps"] = 100000;
+  cfg["train"]["checkpoint_every"] = 0;
+  cfg["train"]["sample_every"] = 0;
+  std::ofstream(dir + "/c.json") << cfg.dump(2);
+  // timeout sends SIGTERM after 6 s; --preserve-status returns aurora's own exit code.
+  const std::string cmd = "timeout --preserve-status -s TERM 6 " + std::string(AURORA_BINARY) + " train --config " +
+                          dir + "/c.json --out " + out + " > /dev/null 2> " + dir + "/err.txt";
+  const int status = std::system(cmd.c_str());
+  std::ifstream f(dir + "/err.txt");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  INFO(ss.str());
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(ss.str().find("stopped by signal") != std::string::npos);
+  std::vector<std::string> ckpts;
+  for (const auto& e : fs::directory_iterator(out + "/checkpoints")) ckpts.push_back(e.path().string());
+  REQUIRE(ckpts.size() == 1);
+  CHECK(ckpts[0].find("ckpt-00000000.safetensors") == std::string::npos);  // at least one step was done
+  const Result r = run(dir, "train --out " + out + " --resume --steps 0");
+  CHECK(r.code == 0);
+  CHECK(r.err.find("resumed from") != std::string::npos);
+  fs::remove_all(dir);
+}
