@@ -1,5 +1,5 @@
-// test_analysis_cli.cpp: `aurora router` (the paper's Fig. 6 and the tokens-per-expert table) and
-// the router statistics in the trainer's metrics.jsonl, run as a user would (a child process; the
+// test_analysis_cli.cpp: `aurora router` (the paper's Fig. 6 and the tokens-per-expert table), the
+// router statistics in the trainer's metrics.jsonl and `aurora interpolate` (Figs. 4, 5), run as a user would (a child process; the
 // path comes from CMake as AURORA_BINARY, as in tests/test_cli.cpp).
 //
 // A micro config with MoE layers at two resolutions (8x8: 4 experts, one block; 16x16: 3 experts,
@@ -14,6 +14,8 @@
 //     entropy and max/min fractions follow from the counts.
 //  4. metrics.jsonl carries "router" (max/min fraction per MoE layer of the sample forward).
 //  5. Bad input: one line "aurora: error: ...", exit code 1, no picture written.
+//  6. `aurora interpolate` (Figs. 4 and 5): the first column of both modes is `aurora sample`'s
+//     image of caption A for the same seed and psi, pixel for pixel; the last column differs.
 #include <doctest/doctest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -355,5 +357,49 @@ TEST_CASE("aurora router: bad input gives one error line, exit 1, no picture") {
   CHECK(one_error_line(r.err));
   CHECK(r.err.find("stage 4") != std::string::npos);
   CHECK_FALSE(fs::exists(out));
+  fs::remove_all(dir);
+}
+
+// `aurora interpolate` (Figs. 4 and 5): rows are the z's of the sample stream, so the first column
+// (a = 0: caption A in text mode, w of the first z in z mode) is exactly what `aurora sample` draws
+// for caption A with the same seed and psi, and the walk actually moves away from it.
+TEST_CASE("aurora interpolate: the first column is aurora sample's image; the last one differs") {
+  const std::string dir = tmp_dir();
+  write_folder_dataset(dir + "/data");
+  const std::string ckpt = train_micro(dir, "run", 16);
+  const std::string common = " --ckpt " + ckpt + " --seed 5 --psi 0.7";
+  Result r = run(dir, "sample" + common + " --prompt \"red square\" --n 2 --nrow 1 --out " + dir + "/s.png");
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  r = run(dir, "interpolate" + common + " --prompt \"red square\" --prompt2 \"blue square\" --mode text --steps 3 "
+               "--rows 2 --out " + dir + "/t.png");
+  REQUIRE(r.code == 0);
+  r = run(dir, "interpolate" + common + " --prompt \"red square\" --mode z --steps 3 --rows 2 --out " + dir + "/z.png");
+  REQUIRE(r.code == 0);
+  // Grids: 16 px images shown in 64 px cells, 2 px apart; cell (row i, column j) at 2 + 66 j, 2 + 66 i.
+  const Tensor s = io::read_image(dir + "/s.png"), t = io::read_image(dir + "/t.png"), z = io::read_image(dir + "/z.png");
+  REQUIRE(s.sizes() == Dims{2 * 66 + 2, 66 + 2, 3});
+  REQUIRE(t.sizes() == Dims{2 * 66 + 2, 3 * 66 + 2, 3});
+  REQUIRE(z.sizes() == Dims{2 * 66 + 2, 3 * 66 + 2, 3});
+  // Largest channel difference between cell (i, j) of a and cell (i, k) of b.
+  auto cell_diff = [](const Tensor& a, int64_t i, int64_t j, const Tensor& b, int64_t k) {
+    const int64_t wa = a.size(1), wb = b.size(1);
+    int d = 0;
+    for (int64_t y = 0; y < 64; ++y)
+      for (int64_t x = 0; x < 64; ++x)
+        for (int64_t c = 0; c < 3; ++c) {
+          const int64_t yy = 2 + 66 * i + y;
+          d = std::max(d, std::abs(int(a.data<uint8_t>()[(yy * wa + 2 + 66 * j + x) * 3 + c]) -
+                                   int(b.data<uint8_t>()[(yy * wb + 2 + 66 * k + x) * 3 + c])));
+        }
+    return d;
+  };
+  for (int64_t i = 0; i < 2; ++i) {
+    INFO("row ", i);
+    CHECK(cell_diff(t, i, 0, s, 0) == 0);
+    CHECK(cell_diff(z, i, 0, s, 0) == 0);
+    CHECK(cell_diff(t, i, 2, s, 0) > 0);
+    CHECK(cell_diff(z, i, 2, s, 0) > 0);
+  }
   fs::remove_all(dir);
 }
