@@ -1,6 +1,6 @@
 // test_analysis_cli.cpp: `aurora router` (the paper's Fig. 6 and the tokens-per-expert table), the
-// router statistics in the trainer's metrics.jsonl and `aurora interpolate` (Figs. 4, 5), run as a user would (a child process; the
-// path comes from CMake as AURORA_BINARY, as in tests/test_cli.cpp).
+// router statistics in the trainer's metrics.jsonl and `aurora interpolate` (Figs. 4, 5), run as a
+// user would (a child process; the path comes from CMake as AURORA_BINARY, as in test_cli.cpp).
 //
 // A micro config with MoE layers at two resolutions (8x8: 4 experts, one block; 16x16: 3 experts,
 // two blocks) is trained for one step through `aurora train`. Then:
