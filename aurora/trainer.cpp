@@ -114,16 +114,18 @@ Tensor TextToImage::mapping_w(const Text& text, const Tensor& z, double psi, uin
   return add(w_c, mul(sub(w, w_c), psi));
 }
 
-Tensor TextToImage::synthesize_w(const Text& text, const Tensor& w, int64_t resolution) const {
+Tensor TextToImage::synthesize_w(const Text& text, const Tensor& w, int64_t resolution,
+                                 std::vector<RouterLayer>* routing) const {
   autograd::NoGradGuard no_grad;
   const int64_t res = resolution > 0 ? resolution : generator.config.image_size;
   Synthesis::Output s = generator.synthesis.forward(w, text.head.t_seq, res);
+  if (routing) *routing = std::move(s.routing);
   return s.images.at(res);
 }
 
 Tensor TextToImage::synthesize(const Text& text, const Tensor& z, double psi, int64_t resolution,
-                               uint64_t truncation_seed, int64_t loop_mapping) const {
-  return synthesize_w(text, mapping_w(text, z, psi, truncation_seed, loop_mapping), resolution);
+                               uint64_t truncation_seed, int64_t loop_mapping, std::vector<RouterLayer>* routing) const {
+  return synthesize_w(text, mapping_w(text, z, psi, truncation_seed, loop_mapping), resolution, routing);
 }
 
 // ---- Stage rules ------------------------------------------------------------------------------
@@ -403,10 +405,11 @@ StepResult Trainer::step(const io::Batch& batch) {
   return res;
 }
 
-Tensor Trainer::sample(const std::vector<std::string>& captions, const Tensor& z, double psi) const {
+Tensor Trainer::sample(const std::vector<std::string>& captions, const Tensor& z, double psi,
+                       std::vector<RouterLayer>* routing) const {
   autograd::NoGradGuard no_grad;
   const TextToImage::Text text = G_ema_->encode(tokenize(captions));
-  return G_ema_->synthesize(text, z, psi, state_.stage, stream_seed(train_.seed, kPurposeTruncation));
+  return G_ema_->synthesize(text, z, psi, state_.stage, stream_seed(train_.seed, kPurposeTruncation), 16, routing);
 }
 
 }  // namespace engine::aurora

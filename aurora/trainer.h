@@ -108,12 +108,14 @@ class TextToImage : public nn::Module {
   // Images at `resolution` (0 = full) from z [N, z_dim] with optional truncation (spec 7:
   // w <- lerp(w_avg, w, psi), then lerp(w_c, w, psi) with w_c the mean w of `loop_mapping`
   // z's drawn from `truncation_seed` for each caption). No grad.
+  // `routing` (optional): every MoE layer's routing of this forward (aurora/generator.h).
   Tensor synthesize(const Text& text, const Tensor& z, double psi, int64_t resolution = 0, uint64_t truncation_seed = 0,
-                    int64_t loop_mapping = 16) const;
+                    int64_t loop_mapping = 16, std::vector<RouterLayer>* routing = nullptr) const;
   // The w used by synthesize (for z/w interpolation).
   Tensor mapping_w(const Text& text, const Tensor& z, double psi, uint64_t truncation_seed = 0,
                    int64_t loop_mapping = 16) const;
-  Tensor synthesize_w(const Text& text, const Tensor& w, int64_t resolution = 0) const;
+  Tensor synthesize_w(const Text& text, const Tensor& w, int64_t resolution = 0,
+                      std::vector<RouterLayer>* routing = nullptr) const;
 
   // The encoder in use: the small one (trained with G) or the frozen one.
   const TextEncoder& text_encoder() const;
@@ -206,7 +208,8 @@ class Trainer {
   // z [n, z_dim] from the Philox stream of (seed, purpose) at row `first_row`.
   Tensor make_z(int64_t n, uint64_t seed, uint64_t purpose, int64_t first_row) const;
   // G_ema images of captions with z rows [N, z_dim] at the current stage (grid previews).
-  Tensor sample(const std::vector<std::string>& captions, const Tensor& z, double psi) const;
+  Tensor sample(const std::vector<std::string>& captions, const Tensor& z, double psi,
+                std::vector<RouterLayer>* routing = nullptr) const;
 
   const TrainState& state() const { return state_; }
   TrainState& mutable_state() { return state_; }

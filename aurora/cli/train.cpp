@@ -5,7 +5,9 @@
 //
 // Writes under OUT (rank 0 only; every rank trains):
 //   config.json                 the resolved config (train section complete)
-//   metrics.jsonl               one record every log_every steps (aurora/run_log.h)
+//   metrics.jsonl               one record every log_every steps (aurora/run_log.h); the first
+//                               record after a sample grid adds "router": that G_ema forward's
+//                               max/min fraction of tokens per expert per MoE layer
 //   losses.png                  loss curves (io/plot.h), refreshed with the samples
 //   samples/reals.png           the fixed captions' real images (reference)
 //   samples/step-<N>.png        G_ema grids: fixed z and fixed captions (captions.txt), every
@@ -20,6 +22,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -27,6 +30,7 @@
 #include "aurora/checkpoint.h"
 #include "aurora/cli/commands.h"
 #include "aurora/config.h"
+#include "aurora/router_stats.h"
 #include "aurora/run_log.h"
 #include "aurora/trainer.h"
 #include "io/atomic_file.h"
@@ -146,9 +150,14 @@ void run_train(const TrainOptions& opt) {
     }
   }
   const Tensor sample_z = trainer.make_z(int64_t(captions.size()), train.seed, aurora::Trainer::kPurposeSample, 0);
+  nlohmann::json router_record;  // aurora/router_stats.h; logged with the next metrics record
   auto write_samples = [&](int64_t step) {
     if (!root) return;
-    Tensor imgs = trainer.sample(captions, sample_z, train.sample_psi);
+    std::vector<aurora::RouterLayer> routing;
+    Tensor imgs = trainer.sample(captions, sample_z, train.sample_psi, &routing);
+    router_record = {{"step", step}, {"layers", nlohmann::json::object()}};
+    for (const auto& s : aurora::router_stats(routing, trainer.G_ema().generator.config))
+      router_record["layers"][s.name] = {{"max_fraction", s.max_fraction}, {"min_fraction", s.min_fraction}};
     const Tensor grid = aurora::display_grid(imgs, 8);  // every stage shown at 64 px per cell
     io::write_png(fmt::format("{}/step-{:08d}.png", sample_dir, step), grid);
     io::write_png(sample_dir + "/latest.png", grid);
@@ -219,6 +228,7 @@ void run_train(const TrainOptions& opt) {
         rec["CLIP"] = r.clip;
         for (const auto& [res, v] : r.clip_levels) rec[fmt::format("CLIP_{}", res)] = v;
       }
+      if (!router_record.is_null()) rec["router"] = std::exchange(router_record, nullptr);
       metrics->write(rec);
       steps_since_log = 0;
     }
