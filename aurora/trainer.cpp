@@ -73,14 +73,11 @@ TextToImage::TextToImage(const GeneratorConfig& g, const SmallTextEncoderConfig&
       small_text_encoder(frozen ? nullptr
                                 : &register_module<SmallTextEncoder>("text_encoder", t, g.text_in_dim, embed_dim)),
       frozen_text(std::move(frozen)),
+      text_encoder(frozen_text ? *frozen_text : static_cast<const TextEncoder&>(*small_text_encoder)),
       generator(register_module<Generator>("generator", g)) {
   ENGINE_CHECK(!frozen_text || frozen_text->width() == g.text_in_dim,
                "config: generator.text_in_dim {} differs from the text encoder's width {}", g.text_in_dim,
                frozen_text ? frozen_text->width() : 0);
-}
-
-const TextEncoder& TextToImage::text_encoder() const {
-  return frozen_text ? *frozen_text : static_cast<const TextEncoder&>(*small_text_encoder);
 }
 
 TextToImage::Text TextToImage::encode(const Tensor& ids) const {
@@ -381,7 +378,7 @@ StepResult Trainer::step(const io::Batch& batch) {
     Tensor t_D;
     {
       autograd::NoGradGuard no_grad;
-      t_D = G_->text_encoder().encode(ids).pooled;
+      t_D = G_->text_encoder.encode(ids).pooled;
     }
     const auto preds = D_->forward(real, t_D);
     TensorList outs;

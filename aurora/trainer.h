@@ -117,11 +117,10 @@ class TextToImage : public nn::Module {
   Tensor synthesize_w(const Text& text, const Tensor& w, int64_t resolution = 0,
                       std::vector<RouterLayer>* routing = nullptr) const;
 
-  // The encoder in use: the small one (trained with G) or the frozen one.
-  const TextEncoder& text_encoder() const;
-
   SmallTextEncoder* small_text_encoder = nullptr;  // registered as "text_encoder"; null when frozen
   std::shared_ptr<const TextEncoder> frozen_text;
+  // The encoder in use: *small_text_encoder (trained with G) or *frozen_text.
+  const TextEncoder& text_encoder;
   Generator& generator;
 };
 

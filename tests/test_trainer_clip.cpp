@@ -222,8 +222,8 @@ TEST_CASE("trainer + CLIP: text from the frozen CLIP tower, CLIP loss in G_main,
   // Only the generator is trained: no text encoder parameter in G's store or G's module tree.
   CHECK(t->G().small_text_encoder == nullptr);
   for (const auto& [name, p] : t->g_store().parameters()) CHECK(name.rfind("generator.", 0) == 0);
-  CHECK(&t->G().text_encoder() == t->clip()->text.get());
-  CHECK(&t->G_ema().text_encoder() == t->clip()->text.get());
+  CHECK(&t->G().text_encoder == t->clip()->text.get());
+  CHECK(&t->G_ema().text_encoder == t->clip()->text.get());
   const Tensor clip_before = clone(t->clip()->text->text_projection.weight.value);
   const Tensor vision_before = clone(t->clip()->vision->visual_projection.weight.value);
   for (int64_t s = 0; s < 5; ++s) {
