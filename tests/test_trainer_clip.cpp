@@ -18,7 +18,9 @@
 //     an R1 step and a stage switch; the checkpoint holds no CLIP tensor but the file's hash.
 //  4. One-line errors: widths that do not match the CLIP file (naming both keys), "clip" without
 //     weights, a missing file, resuming with a CLIP file of other content or another text encoder.
-//  5. `aurora clip-score`: the printed score equals clip_score() computed directly, for a
+//  5. `aurora train` with CLIP writes CLIP and CLIP_r into metrics.jsonl; `aurora sample` reloads
+//     the CLIP text tower from the path the checkpoint recorded.
+//  6. `aurora clip-score`: the printed score equals clip_score() computed directly, for a
 //     checkpoint (the G_ema images reproduced here through load_sampler) and for an image folder
 //     with .txt captions; missing files give one-line errors and exit code 1.
 #include <doctest/doctest.h>
@@ -546,5 +548,45 @@ TEST_CASE("clip-score: an image folder with .txt captions; missing files are one
   fails_with("clip-score --images " + dir + "/nofolder --clip " + clip_file() + heads, {"--images", "nofolder"});
   std::filesystem::remove(imgs + "/img1.txt");
   fails_with("clip-score --images " + imgs + " --clip " + clip_file() + heads, {"img1.png", "img1.txt"});
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("aurora train with CLIP: metrics.jsonl holds the CLIP loss per step and per level") {
+  const std::string dir = tmp_dir("cli_train");
+  const std::string data = dir + "/data";
+  std::filesystem::create_directories(data);
+  const char* caps[] = {"red square", "green square", "blue square", "yellow square"};
+  for (int i = 0; i < 4; ++i) {
+    std::vector<double> v(size_t(16 * 16 * 3));
+    for (size_t k = 0; k < v.size(); ++k) v[k] = (k % 3 == size_t(i % 3)) ? 230 : 20;
+    io::write_png(data + "/im" + std::to_string(i) + ".png", from_vector(v, {16, 16, 3}).to(DType::u8));
+    write_file(data + "/im" + std::to_string(i) + ".txt", caps[i]);
+  }
+  json doc = micro_config(clip_file());
+  doc["train"]["log_every"] = 1;
+  doc["train"]["sample_every"] = 0;
+  doc["train"]["flip"] = false;
+  write_file(dir + "/c.json", doc.dump(2));
+  const Run r = run_aurora("train --config " + dir + "/c.json --out " + dir + "/run --steps 4 --data folder:" + data, dir);
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  std::ifstream in(dir + "/run/metrics.jsonl");
+  int64_t lines = 0;
+  for (std::string line; std::getline(in, line);) {
+    const json rec = json::parse(line);
+    INFO(line);
+    REQUIRE(rec.contains("CLIP"));
+    CHECK(std::isfinite(rec["CLIP"].get<double>()));
+    CHECK(rec.contains("CLIP_4"));
+    CHECK(rec.contains("CLIP_8") == (rec["stage"].get<int64_t>() >= 8));
+    ++lines;
+  }
+  CHECK(lines == 4);
+  // The checkpoint records the CLIP file; `aurora sample` loads the CLIP text tower from it.
+  const std::string ckpt = dir + "/run/checkpoints/" + checkpoint_file_name(4);
+  const Run s = run_aurora("sample --ckpt " + ckpt + " --prompt \"red square\" --n 2 --out " + dir + "/g.png", dir);
+  INFO(s.err);
+  CHECK(s.code == 0);
+  CHECK(std::filesystem::is_regular_file(dir + "/g.png"));
   std::filesystem::remove_all(dir);
 }
