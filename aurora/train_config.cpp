@@ -99,7 +99,9 @@ json SmallTextEncoderConfig::to_json() const {
 }
 
 json GrowingConfig::to_json() const {
-  return {{"rule", rule}, {"start_resolution", start_resolution}, {"stage_kimg", stage_kimg}};
+  return {{"rule", rule},          {"start_resolution", start_resolution}, {"stage_kimg", stage_kimg},
+          {"fid_weights", fid_weights}, {"fid_n", fid_n},                   {"fid_check_kimg", fid_check_kimg},
+          {"fid_tolerance", fid_tolerance}};
 }
 
 json TrainConfig::to_json() const {
@@ -185,6 +187,10 @@ TrainConfig parse_train_config(const json& j, const std::string& path) {
     ENGINE_CHECK(is_power_of_two(c.growing.start_resolution), "{}: expected a power of two >= 4, got {}",
                  gr.where("start_resolution"), c.growing.start_resolution);
     gr.number("stage_kimg", c.growing.stage_kimg, 0, inf, "a number >= 0");
+    gr.string("fid_weights", c.growing.fid_weights);
+    gr.integer("fid_n", c.growing.fid_n, 2, "an integer >= 2");
+    gr.number("fid_check_kimg", c.growing.fid_check_kimg, 1e-6, inf, "a number > 0");
+    gr.number("fid_tolerance", c.growing.fid_tolerance, 1, inf, "a number >= 1");
     gr.finish();
   }
   r.string("text_encoder", c.text_encoder, {"small", "clip"});

@@ -38,13 +38,20 @@ struct SmallTextEncoderConfig {
 
 // The rule that moves progressive growing to the next resolution (spec section 9).
 //   "kimg":  after `stage_kimg` thousand images at a stage (the default)
-//   "fid":   the paper's reference-FID rule (aurora/trainer.h: ReferenceFidRule; needs an FID
-//            provider, which the evaluation module supplies)
+//   "fid":   the paper's reference-FID rule (aurora/trainer.h: ReferenceFidRule): grow when the
+//            generator's FID at the stage resolution reaches the FID between two disjoint halves
+//            of the real data (times fid_tolerance), checked every fid_check_kimg; `aurora train`
+//            computes both with the FID Inception-v3 (aurora/fid.h; weights: fid_weights)
 //   "none":  train at image_size from the start (start_resolution is ignored)
 struct GrowingConfig {
   std::string rule = "kimg";
   int64_t start_resolution = 4;
   double stage_kimg = 100.0;
+  // "fid" only:
+  std::string fid_weights;      // pytorch-fid Inception weights as safetensors (docs/evaluation.md)
+  int64_t fid_n = 2000;         // images per FID (each real half and the generated set)
+  double fid_check_kimg = 10.0; // how often the generator's FID is computed
+  double fid_tolerance = 1.0;   // grow when FID_G <= tolerance x FID_reference
   nlohmann::json to_json() const;
 };
 

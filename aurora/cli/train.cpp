@@ -30,6 +30,7 @@
 #include "aurora/checkpoint.h"
 #include "aurora/cli/commands.h"
 #include "aurora/config.h"
+#include "aurora/fid.h"
 #include "aurora/router_stats.h"
 #include "aurora/run_log.h"
 #include "aurora/trainer.h"
@@ -106,9 +107,46 @@ void run_train(const TrainOptions& opt) {
     doc["train"]["steps"] = train.steps;
   }
 
-  aurora::Trainer trainer(cfg, train, comm);
-  trainer.set_model_json(doc);
   const std::shared_ptr<io::Dataset> dataset = io::open_dataset(train.data);
+  // The paper's stage switch (spec 9): FIDs from the FID Inception-v3 (aurora/fid.h). The rule's
+  // callbacks run inside Trainer::step, on every rank (each computes the same FID from the same
+  // replicated G_ema, so all ranks grow at the same step).
+  std::unique_ptr<aurora::FidEvaluator> fid_evaluator;
+  std::shared_ptr<aurora::StageFid> stage_fid;
+  auto trainer_ref = std::make_shared<aurora::Trainer*>(nullptr);
+  std::unique_ptr<aurora::StageRule> rule;
+  if (train.growing.rule == "fid") {
+    ENGINE_CHECK(!train.growing.fid_weights.empty(),
+                 "config.train.growing.fid_weights: the \"fid\" growing rule needs the FID Inception weights "
+                 "(a safetensors file made by aurora/tools/convert_fid_inception.py; docs/evaluation.md)");
+    aurora::FidOptions fo;
+    fo.weights = train.growing.fid_weights;
+    fo.cache_dir = opt.out + "/fid_cache";
+    fo.verbose = root;
+    if (root) io::make_directories(fo.cache_dir);
+    comm.barrier();
+    fid_evaluator = std::make_unique<aurora::FidEvaluator>(fo);
+    stage_fid = std::make_shared<aurora::StageFid>(*fid_evaluator, dataset, train.data, train.growing.fid_n);
+    const uint64_t seed = train.seed;
+    rule = std::make_unique<aurora::ReferenceFidRule>(
+        [stage_fid](int64_t r) { return stage_fid->reference(r); },
+        [stage_fid, trainer_ref, seed](int64_t r) {
+          aurora::Trainer& t = **trainer_ref;
+          return stage_fid->generator(
+              [&](int64_t first, int64_t count) {
+                // G_ema at resolution r on the even half's captions; z from the sample stream at
+                // row `first` (rank-independent).
+                const Tensor z = t.make_z(count, seed, aurora::Trainer::kPurposeSample, first);
+                return t.G_ema().synthesize(t.G_ema().encode(t.tokenize(stage_fid->captions(first, count))), z, 1.0,
+                                            r);
+              },
+              r);
+        },
+        train.growing.fid_check_kimg, train.growing.fid_tolerance);
+  }
+  aurora::Trainer trainer(cfg, train, comm, std::move(rule));
+  *trainer_ref = &trainer;
+  trainer.set_model_json(doc);
   if (opt.resume && !existing.empty()) {
     aurora::load_checkpoint(trainer, existing.back());
     if (root) std::fprintf(stderr, "aurora train: resumed from %s (step %lld)\n", existing.back().c_str(),
@@ -190,6 +228,7 @@ void run_train(const TrainOptions& opt) {
   bool stopped = false;
   // R1 runs every r1_interval steps, which rarely coincide with log steps: log the latest value.
   double last_r1 = std::nan("");
+  size_t fid_records_logged = 0;
   while (trainer.state().step < train.steps) {
     // Every rank must stop at the same step, or the others would wait in a collective: the flag
     // is max-reduced (a signal may reach the ranks of an mpirun job at different moments).
@@ -229,6 +268,12 @@ void run_train(const TrainOptions& opt) {
         for (const auto& [res, v] : r.clip_levels) rec[fmt::format("CLIP_{}", res)] = v;
       }
       if (!router_record.is_null()) rec["router"] = std::exchange(router_record, nullptr);
+      if (stage_fid) {  // the FIDs computed by the stage rule since the last record
+        nlohmann::json fids = nlohmann::json::array();
+        for (; fid_records_logged < stage_fid->history().size(); ++fid_records_logged)
+          fids.push_back(nlohmann::json::parse(stage_fid->history()[fid_records_logged].to_json()));
+        if (!fids.empty()) rec["fid"] = fids;
+      }
       metrics->write(rec);
       steps_since_log = 0;
     }
