@@ -95,12 +95,14 @@ void save_checkpoint(Trainer& t, const std::string& path) {
       {"rng", "philox4x32-10; z of global sample g at step s: stream (seed, purpose), offset (s * batch + g) * z_dim"},
       {"config", t.model_json().dump()},
   };
+  for (const auto& [key, value] : t.clip_checkpoint_metadata()) meta[key] = value;  // CLIP file path + hash
   io::save_safetensors(path, tensors, meta);
 }
 
 void load_checkpoint(Trainer& t, const std::string& path) {
   const io::SafetensorsFile f = io::read_safetensors(path);
   check_format(f);
+  t.check_clip_checkpoint_metadata(f.metadata, path);
   load_module(f, "G.", t.G());
   load_module(f, "G_ema.", t.G_ema());
   load_module(f, "D.", t.D());
@@ -164,7 +166,8 @@ Tensor SamplerModel::tokenize(const std::vector<std::string>& captions) const {
   return from_vector_i64(ids, {t.rows, t.cols});
 }
 
-std::unique_ptr<SamplerModel> load_sampler(const std::string& path, const std::string& vocab) {
+std::unique_ptr<SamplerModel> load_sampler(const std::string& path, const std::string& vocab,
+                                           const std::string& clip_weights) {
   const io::SafetensorsFile f = io::read_safetensors(path);
   check_format(f);
   auto m = std::make_unique<SamplerModel>();
@@ -173,7 +176,25 @@ std::unique_ptr<SamplerModel> load_sampler(const std::string& path, const std::s
   m->generator_config = parse_generator_config(cfg.generator);
   m->train = parse_train_config(cfg.train);
   ENGINE_CHECK(cfg.has_discriminator, "checkpoint '{}': its config has no discriminator section", path);
-  m->G = std::make_unique<TextToImage>(m->generator_config, m->train.small_text_encoder, cfg.discriminator.text_dim);
+  std::shared_ptr<const TextEncoder> frozen_text;
+  if (m->train.text_encoder == "clip") {
+    // The frozen CLIP text tower is not in the checkpoint: load the file it recorded (or the
+    // caller's), and check that its content is the one the run was trained with.
+    const std::string clip_path = clip_weights.empty() ? m->train.clip_weights : clip_weights;
+    std::error_code ec;
+    ENGINE_CHECK(std::filesystem::is_regular_file(clip_path, ec),
+                 "checkpoint '{}': its text encoder is the CLIP text tower of {}, which does not exist (give the "
+                 "same CLIP model.safetensors)",
+                 path, clip_path);
+    m->clip = load_run_clip(clip_path, m->train.clip_text_heads, m->train.clip_vision_heads, false);
+    const auto it = f.metadata.find("clip_hash");
+    ENGINE_CHECK(it == f.metadata.end() || it->second == m->clip->hash,
+                 "checkpoint '{}': trained with CLIP weights of hash {}, but {} has hash {}", path,
+                 it == f.metadata.end() ? std::string() : it->second, clip_path, m->clip->hash);
+    frozen_text = m->clip->text;
+  }
+  m->G = std::make_unique<TextToImage>(m->generator_config, m->train.small_text_encoder, cfg.discriminator.text_dim,
+                                       frozen_text);
   m->store.materialize(*m->G, 0);
   for (auto& [name, p] : m->store.parameters()) p->value.requires_grad_(false);
   load_module(f, "G_ema.", *m->G);

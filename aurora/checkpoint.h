@@ -10,7 +10,9 @@
 //   opt.G.exp_avg, opt.G.exp_avg_sq, opt.D.exp_avg, opt.D.exp_avg_sq    AdamW moments
 // Metadata (strings): format, step, nimg, stage, stage_start_nimg, g_opt_steps, d_opt_steps,
 // seed, rng (how z is drawn: the Philox counters are a pure function of seed and step, so these
-// two ARE the RNG state), config (the whole config document as JSON, train section resolved).
+// two ARE the RNG state), config (the whole config document as JSON, train section resolved);
+// with CLIP weights: clip_weights (the path) and clip_hash (clip_file_hash): the frozen CLIP towers
+// are not stored, and resuming or sampling with a CLIP file of other content is an error.
 //
 // Written by rank 0 through io::save_safetensors (temp file, fsync, rename), so a crash or a
 // signal never leaves half a checkpoint under the final name. Loading checks every tensor: a
@@ -54,11 +56,14 @@ struct SamplerModel {
   std::unique_ptr<TextToImage> G;
   nn::ParameterStore store;
   std::unique_ptr<io::ClipTokenizer> tokenizer;
+  std::shared_ptr<RunClip> clip;  // the frozen CLIP text tower (train.text_encoder = "clip"), else null
   int64_t step = 0, stage = 0;
 
   Tensor tokenize(const std::vector<std::string>& captions) const;
 };
-// vocab: "" = the path in the checkpoint's config.
-std::unique_ptr<SamplerModel> load_sampler(const std::string& checkpoint_path, const std::string& vocab = "");
+// vocab: "" = the path in the checkpoint's config. clip_weights: for a run with the CLIP text
+// encoder, "" = the checkpoint's train.clip_weights; the file's hash must match the recorded one.
+std::unique_ptr<SamplerModel> load_sampler(const std::string& checkpoint_path, const std::string& vocab = "",
+                                           const std::string& clip_weights = "");
 
 }  // namespace engine::aurora

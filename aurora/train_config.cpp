@@ -99,7 +99,9 @@ json SmallTextEncoderConfig::to_json() const {
 }
 
 json GrowingConfig::to_json() const {
-  return {{"rule", rule}, {"start_resolution", start_resolution}, {"stage_kimg", stage_kimg}};
+  return {{"rule", rule},          {"start_resolution", start_resolution}, {"stage_kimg", stage_kimg},
+          {"fid_weights", fid_weights}, {"fid_n", fid_n},                   {"fid_check_kimg", fid_check_kimg},
+          {"fid_tolerance", fid_tolerance}};
 }
 
 json TrainConfig::to_json() const {
@@ -126,6 +128,13 @@ json TrainConfig::to_json() const {
           {"growing", growing.to_json()},
           {"text_encoder", text_encoder},
           {"small_text_encoder", small_text_encoder.to_json()},
+          {"clip_weights", clip_weights},
+          {"clip_text_heads", clip_text_heads},
+          {"clip_vision_heads", clip_vision_heads},
+          {"clip_loss_weight", clip_loss_weight},
+          {"clip_loss_kind", clip_loss_kind},
+          {"clip_loss_resolutions", clip_loss_resolutions},
+          {"clip_loss_level_weights", clip_loss_level_weights},
           {"vocab", vocab},
           {"data", data},
           {"flip", flip},
@@ -182,6 +191,10 @@ TrainConfig parse_train_config(const json& j, const std::string& path) {
     ENGINE_CHECK(is_power_of_two(c.growing.start_resolution), "{}: expected a power of two >= 4, got {}",
                  gr.where("start_resolution"), c.growing.start_resolution);
     gr.number("stage_kimg", c.growing.stage_kimg, 0, inf, "a number >= 0");
+    gr.string("fid_weights", c.growing.fid_weights);
+    gr.integer("fid_n", c.growing.fid_n, 2, "an integer >= 2");
+    gr.number("fid_check_kimg", c.growing.fid_check_kimg, 1e-6, inf, "a number > 0");
+    gr.number("fid_tolerance", c.growing.fid_tolerance, 1, inf, "a number >= 1");
     gr.finish();
   }
   r.string("text_encoder", c.text_encoder, {"small", "clip"});
@@ -197,6 +210,33 @@ TrainConfig parse_train_config(const json& j, const std::string& path) {
     tr.number("lr_mul", c.small_text_encoder.lr_mul, 1e-12, inf, "a number > 0");
     tr.finish();
   }
+  r.string("clip_weights", c.clip_weights);
+  r.integer("clip_text_heads", c.clip_text_heads, 0, "an integer >= 0 (0 = width / 64)");
+  r.integer("clip_vision_heads", c.clip_vision_heads, 0, "an integer >= 0 (0 = width / 64)");
+  r.number("clip_loss_weight", c.clip_loss_weight, 0, inf, "a number >= 0 (0 disables the CLIP loss)");
+  r.string("clip_loss_kind", c.clip_loss_kind, {"symmetric_contrastive", "image_to_text", "cosine"});
+  if (const json* v = r.find("clip_loss_resolutions")) {
+    ENGINE_CHECK(v->is_array(), "{}: expected an array of powers of two >= 4, got {}", r.where("clip_loss_resolutions"),
+                 describe(*v));
+    for (const json& e : *v) {
+      ENGINE_CHECK(e.is_number_integer() && is_power_of_two(e.get<int64_t>()) && e.get<int64_t>() >= 4,
+                   "{}: expected powers of two >= 4, got {}", r.where("clip_loss_resolutions"), describe(e));
+      c.clip_loss_resolutions.push_back(e.get<int64_t>());
+    }
+  }
+  if (const json* v = r.find("clip_loss_level_weights")) {
+    ENGINE_CHECK(v->is_array(), "{}: expected an array of numbers >= 0, got {}", r.where("clip_loss_level_weights"),
+                 describe(*v));
+    for (const json& e : *v) {
+      ENGINE_CHECK(e.is_number() && e.get<double>() >= 0, "{}: expected numbers >= 0, got {}",
+                   r.where("clip_loss_level_weights"), describe(e));
+      c.clip_loss_level_weights.push_back(e.get<double>());
+    }
+  }
+  ENGINE_CHECK(c.clip_loss_level_weights.empty() || c.clip_loss_level_weights.size() == c.clip_loss_resolutions.size(),
+               "{}: {} weights for {} entries of {}.clip_loss_resolutions (give one per resolution, or none)",
+               r.where("clip_loss_level_weights"), c.clip_loss_level_weights.size(), c.clip_loss_resolutions.size(),
+               path);
   r.string("vocab", c.vocab);
   r.string("data", c.data);
   r.boolean("flip", c.flip);

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -37,13 +38,20 @@ struct SmallTextEncoderConfig {
 
 // The rule that moves progressive growing to the next resolution (spec section 9).
 //   "kimg":  after `stage_kimg` thousand images at a stage (the default)
-//   "fid":   the paper's reference-FID rule (aurora/trainer.h: ReferenceFidRule; needs an FID
-//            provider, which the evaluation module supplies)
+//   "fid":   the paper's reference-FID rule (aurora/trainer.h: ReferenceFidRule): grow when the
+//            generator's FID at the stage resolution reaches the FID between two disjoint halves
+//            of the real data (times fid_tolerance), checked every fid_check_kimg; `aurora train`
+//            computes both with the FID Inception-v3 (aurora/fid.h; weights: fid_weights)
 //   "none":  train at image_size from the start (start_resolution is ignored)
 struct GrowingConfig {
   std::string rule = "kimg";
   int64_t start_resolution = 4;
   double stage_kimg = 100.0;
+  // "fid" only:
+  std::string fid_weights;      // pytorch-fid Inception weights as safetensors (docs/evaluation.md)
+  int64_t fid_n = 2000;         // images per FID (each real half and the generated set)
+  double fid_check_kimg = 10.0; // how often the generator's FID is computed
+  double fid_tolerance = 1.0;   // grow when FID_G <= tolerance x FID_reference
   nlohmann::json to_json() const;
 };
 
@@ -84,8 +92,32 @@ struct TrainConfig {
   // Progressive growing (spec 9).
   GrowingConfig growing;
   // Text.
-  std::string text_encoder = "small";  // "small" (trained with G); "clip" once CLIP weights load
+  //   "small": SmallTextEncoder, trained with G (the built-in default);
+  //   "clip":  the frozen CLIP text tower of clip_weights (the paper's setup; aurora/clip.h):
+  //            generator.text_in_dim must be its width and discriminator.text_dim its embed dim.
+  std::string text_encoder = "small";
   SmallTextEncoderConfig small_text_encoder;
+  // CLIP (docs/clip.md, "Wiring into the trainer"). clip_weights: a Hugging Face
+  // model.safetensors of openai/clip-vit-large-patch14 (or any CLIP of that layout; the sizes are
+  // read from the file). Empty = no CLIP: text_encoder must be "small" and there is no CLIP loss.
+  // The weights are never stored in checkpoints: a checkpoint records this path and a hash of
+  // the file, and resuming with a file of other content is an error.
+  std::string clip_weights;
+  // Attention heads of the towers (not recorded in the weights file): 0 = width / 64, which is
+  // ViT-L/14's 12 (text) and 16 (vision).
+  int64_t clip_text_heads = 0;
+  int64_t clip_vision_heads = 0;
+  // Multi-level CLIP loss on G (spec 8a, aurora/clip_loss.h), added to G_main's loss when
+  // clip_weights is given and the weight is > 0. The spec gives no weight ("not found"); 1 is
+  // ClipLossConfig's default. kind: "symmetric_contrastive" (Aurora's clip_loss), "image_to_text"
+  // (GigaGAN's) or "cosine". clip_loss_resolutions: the pyramid levels it applies to (empty =
+  // every level G produces at the current stage); clip_loss_level_weights: one weight per entry of
+  // clip_loss_resolutions (empty = 1 each). Levels above the current stage are skipped (they would
+  // be upsampled copies of the stage image).
+  double clip_loss_weight = 1.0;
+  std::string clip_loss_kind = "symmetric_contrastive";
+  std::vector<int64_t> clip_loss_resolutions;
+  std::vector<double> clip_loss_level_weights;
   std::string vocab = "../shared/data/clip/bpe_simple_vocab_16e6.txt.gz";  // relative to the cwd
   // Data and run management.
   std::string data = "emoji";   // io::open_dataset spec

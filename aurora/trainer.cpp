@@ -67,14 +67,28 @@ TensorList concat_pyramids(const std::vector<const TensorList*>& pyramids) {
 
 // ---- TextToImage ------------------------------------------------------------------------------
 
-TextToImage::TextToImage(const GeneratorConfig& g, const SmallTextEncoderConfig& t, int64_t embed_dim)
+TextToImage::TextToImage(const GeneratorConfig& g, const SmallTextEncoderConfig& t, int64_t embed_dim,
+                         std::shared_ptr<const TextEncoder> frozen)
     : nn::Module("TextToImage"),
-      text_encoder(register_module<SmallTextEncoder>("text_encoder", t, g.text_in_dim, embed_dim)),
-      generator(register_module<Generator>("generator", g)) {}
+      small_text_encoder(frozen ? nullptr
+                                : &register_module<SmallTextEncoder>("text_encoder", t, g.text_in_dim, embed_dim)),
+      frozen_text(std::move(frozen)),
+      text_encoder(frozen_text ? *frozen_text : static_cast<const TextEncoder&>(*small_text_encoder)),
+      generator(register_module<Generator>("generator", g)) {
+  ENGINE_CHECK(!frozen_text || frozen_text->width() == g.text_in_dim,
+               "config: generator.text_in_dim {} differs from the text encoder's width {}", g.text_in_dim,
+               frozen_text ? frozen_text->width() : 0);
+}
 
 TextToImage::Text TextToImage::encode(const Tensor& ids) const {
   Text out;
-  out.features = text_encoder.encode(ids);
+  if (frozen_text) {
+    // Frozen: no graph is needed (nothing upstream of the states requires grad).
+    autograd::NoGradGuard no_grad;
+    out.features = frozen_text->encode(ids);
+  } else {
+    out.features = small_text_encoder->encode(ids);
+  }
   out.head = generator.text_head.forward(out.features.states, out.features.eot);
   return out;
 }
@@ -97,16 +111,18 @@ Tensor TextToImage::mapping_w(const Text& text, const Tensor& z, double psi, uin
   return add(w_c, mul(sub(w, w_c), psi));
 }
 
-Tensor TextToImage::synthesize_w(const Text& text, const Tensor& w, int64_t resolution) const {
+Tensor TextToImage::synthesize_w(const Text& text, const Tensor& w, int64_t resolution,
+                                 std::vector<RouterLayer>* routing) const {
   autograd::NoGradGuard no_grad;
   const int64_t res = resolution > 0 ? resolution : generator.config.image_size;
   Synthesis::Output s = generator.synthesis.forward(w, text.head.t_seq, res);
+  if (routing) *routing = std::move(s.routing);
   return s.images.at(res);
 }
 
 Tensor TextToImage::synthesize(const Text& text, const Tensor& z, double psi, int64_t resolution,
-                               uint64_t truncation_seed, int64_t loop_mapping) const {
-  return synthesize_w(text, mapping_w(text, z, psi, truncation_seed, loop_mapping), resolution);
+                               uint64_t truncation_seed, int64_t loop_mapping, std::vector<RouterLayer>* routing) const {
+  return synthesize_w(text, mapping_w(text, z, psi, truncation_seed, loop_mapping), resolution, routing);
 }
 
 // ---- Stage rules ------------------------------------------------------------------------------
@@ -159,10 +175,9 @@ Trainer::Trainer(const AuroraConfig& model, const TrainConfig& train, dist::Comm
     : model_(model), train_(train), comm_(comm) {
   ENGINE_CHECK(!model.generator.is_null(), "Trainer: the config has no generator section ({})", model.source);
   ENGINE_CHECK(model.has_discriminator, "Trainer: the config has no discriminator section ({})", model.source);
-  ENGINE_CHECK(train.text_encoder == "small",
-               "config.train.text_encoder: \"{}\" is not available in this build; use \"small\"", train.text_encoder);
   gcfg_ = parse_generator_config(model.generator);
   const DiscriminatorConfig& dcfg = model.discriminator;
+  setup_clip(dcfg);
   ENGINE_CHECK(gcfg_.image_size == dcfg.image_size,
                "config: generator.image_size {} differs from discriminator.image_size {}", gcfg_.image_size,
                dcfg.image_size);
@@ -183,8 +198,10 @@ Trainer::Trainer(const AuroraConfig& model, const TrainConfig& train, dist::Comm
 
   tokenizer_ = std::make_unique<io::ClipTokenizer>(resolve_vocab_path(train.vocab));
 
-  G_ = std::make_unique<TextToImage>(gcfg_, train.small_text_encoder, dcfg.text_dim);
-  G_ema_ = std::make_unique<TextToImage>(gcfg_, train.small_text_encoder, dcfg.text_dim);
+  const std::shared_ptr<const TextEncoder> frozen_text =
+      train.text_encoder == "clip" ? std::shared_ptr<const TextEncoder>(clip_->text) : nullptr;
+  G_ = std::make_unique<TextToImage>(gcfg_, train.small_text_encoder, dcfg.text_dim, frozen_text);
+  G_ema_ = std::make_unique<TextToImage>(gcfg_, train.small_text_encoder, dcfg.text_dim, frozen_text);
   D_ = std::make_unique<Discriminator>(dcfg);
   g_store_.materialize(*G_, stream_seed(train.seed, 101));
   d_store_.materialize(*D_, stream_seed(train.seed, 102));
@@ -342,6 +359,17 @@ StepResult Trainer::step(const io::Batch& batch) {
         const Tensor g_match = nn::g_match_loss(logits_of(preds, MB, MB));
         Tensor loss = add(g_adv, mul(g_match, train_.match_weight));
         if (s.moe_loss.defined()) loss = add(loss, mul(s.moe_loss, train_.moe_loss_weight));
+        // The CLIP term (only with CLIP weights). Its contrastive kind compares the images of
+        // one micro-batch with each other's captions, so unlike the other terms it depends on
+        // the micro-batch composition (docs/distributed.md).
+        StepResult clip_res;
+        const Tensor clip_term = clip_loss_term(s.images, text.features, rows(ids, m), clip_res);
+        if (clip_term.defined()) {
+          loss = add(loss, clip_term);
+          res.clip += clip_res.clip * inv_m;
+          res.clip_applied = true;
+          for (const auto& [r, v] : clip_res.clip_levels) res.clip_levels[r] += v * inv_m;
+        }
         autograd::backward(mul(loss, inv_m));
         g_dp_->end_micro_batch();
         res.g_adv += g_adv.item() * inv_m;
@@ -431,11 +459,17 @@ StepResult Trainer::step(const io::Batch& batch) {
 
   // Logged losses: the mean over the ranks (every rank gets the same values).
   if (comm_.size() > 1) {
-    double* fields[] = {&res.g_loss, &res.g_adv, &res.g_match, &res.moe,   &res.d_loss,
-                        &res.d_real, &res.d_fake, &res.d_match, &res.r1};
-    const size_t n = res.r1_applied ? 9 : 8;
+    // Every rank has the same r1_applied, clip_applied and CLIP levels (the same schedule).
+    std::vector<double*> fields = {&res.g_loss, &res.g_adv, &res.g_match, &res.moe,
+                                   &res.d_loss, &res.d_real, &res.d_fake, &res.d_match};
+    if (res.r1_applied) fields.push_back(&res.r1);
+    if (res.clip_applied) {
+      fields.push_back(&res.clip);
+      for (auto& [r, v] : res.clip_levels) fields.push_back(&v);
+    }
+    const size_t n = fields.size();
     std::vector<double> v;
-    for (size_t i = 0; i < n; ++i) v.push_back(*fields[i]);
+    for (double* f : fields) v.push_back(*f);
     Tensor t = from_vector(v, {int64_t(n)}, TensorOptions{DType::f64});
     comm_.allreduce(t);
     const std::vector<double> sum = t.to_vector();
@@ -453,10 +487,11 @@ StepResult Trainer::step(const io::Batch& batch) {
   return res;
 }
 
-Tensor Trainer::sample(const std::vector<std::string>& captions, const Tensor& z, double psi) const {
+Tensor Trainer::sample(const std::vector<std::string>& captions, const Tensor& z, double psi,
+                       std::vector<RouterLayer>* routing) const {
   autograd::NoGradGuard no_grad;
   const TextToImage::Text text = G_ema_->encode(tokenize(captions));
-  return G_ema_->synthesize(text, z, psi, state_.stage, stream_seed(train_.seed, kPurposeTruncation));
+  return G_ema_->synthesize(text, z, psi, state_.stage, stream_seed(train_.seed, kPurposeTruncation), 16, routing);
 }
 
 }  // namespace engine::aurora

@@ -3,7 +3,9 @@
 //
 // Networks and optimizers:
 //   G      = TextToImage {text_encoder (aurora/small_text_encoder.h), generator (aurora/generator.h)}
-//            one ParameterStore, one AdamW (the text encoder is trained with G)
+//            one ParameterStore, one AdamW (the text encoder is trained with G); with
+//            train.text_encoder = "clip" the frozen CLIP text tower (aurora/clip.h) replaces the
+//            small encoder and only the generator is trained
 //   D      = Discriminator (aurora/discriminator.h), its own store and AdamW
 //   G_ema  = a second TextToImage whose flat parameters follow G by nn::Ema (half-life
 //            ema_kimg thousand images); its buffers (w_avg) are copied from G
@@ -11,6 +13,7 @@
 //   G_main  L_G = sum_ij softplus(-D_ij(G(z,c), c))                       non-saturating (spec 8b)
 //               + match_weight * sum_ij softplus(D_ij(G(z,c), c_hat))     matching-aware, G side
 //               + moe_loss_weight * moe_loss                              spec 6
+//               + clip_loss_weight * sum_r w_r L_CLIP(img_r, c)           spec 8a (with CLIP weights)
 //   D_main  L_D = sum_ij softplus(-D_ij(x, c)) + softplus(D_ij(G(z',c), c))
 //               + match_weight * sum_ij softplus(D_ij(x, c_hat)) + softplus(D_ij(G(z',c), c_hat))
 //   D_r1    every r1_interval steps (step % r1_interval == 0):
@@ -62,6 +65,7 @@
 #include <string>
 #include <vector>
 
+#include "aurora/clip.h"
 #include "aurora/config.h"
 #include "aurora/discriminator.h"
 #include "aurora/generator.h"
@@ -77,11 +81,39 @@
 
 namespace engine::aurora {
 
-// G: the trainable text encoder and the generator, one module tree (names text_encoder.*,
-// generator.*), so one ParameterStore and one optimizer cover both.
+// The CLIP of a run (train.clip_weights; docs/clip.md "Wiring into the trainer"): the frozen
+// towers, loaded once per process (rank-local; never in a ParameterStore, never broadcast, never
+// checkpointed), shared by G and G_ema. The sizes come from the file's shapes (the heads, which a
+// weights file does not record, from train.clip_text_heads / clip_vision_heads).
+struct RunClip {
+  std::string path;
+  std::string hash;  // clip_file_hash(path): what a checkpoint records
+  ClipConfig config;
+  std::shared_ptr<ClipTextTower> text;
+  std::shared_ptr<ClipVisionTower> vision;  // null when not requested (no CLIP loss)
+  double logit_scale = 0;                   // the stored log value
+  double logit_scale_exp() const;
+};
+// Reads `path` (an HF CLIP model.safetensors) once: the text tower, and the vision tower and
+// logit_scale when `with_vision`. One-line errors naming the file (missing, unreadable, bad key).
+std::shared_ptr<RunClip> load_run_clip(const std::string& path, int64_t text_heads, int64_t vision_heads,
+                                       bool with_vision);
+// The ClipConfig of a CLIP weights file, from its tensor shapes (layers counted, widths, MLP,
+// vocab, context, patch, image size, embed dim); heads 0 = width / 64 (ViT-L/14's 12 and 16).
+ClipConfig clip_config_from_file(const io::SafetensorsFile& file, int64_t text_heads, int64_t vision_heads);
+// A 64-bit content hash of a file (FNV-1a over 8-byte words, hex): identifies the CLIP weights a
+// run was trained with (not cryptographic; it guards against resuming with another file).
+std::string clip_file_hash(const std::string& path);
+
+// G: the text encoder and the generator, one module tree (names text_encoder.*, generator.*), so
+// one ParameterStore and one optimizer cover both. With a frozen text encoder (the CLIP text
+// tower, `frozen_text` non-null) the module tree holds the generator only: the tower is held by
+// pointer, not registered, so no store materialises it, no optimizer sees it and checkpoints do
+// not contain it; its features are computed under NoGradGuard.
 class TextToImage : public nn::Module {
  public:
-  TextToImage(const GeneratorConfig& generator_config, const SmallTextEncoderConfig& text_config, int64_t embed_dim);
+  TextToImage(const GeneratorConfig& generator_config, const SmallTextEncoderConfig& text_config, int64_t embed_dim,
+              std::shared_ptr<const TextEncoder> frozen_text = nullptr);
 
   struct Text {
     TextFeatures features;   // encoder output (states, eot, pooled)
@@ -91,14 +123,19 @@ class TextToImage : public nn::Module {
   // Images at `resolution` (0 = full) from z [N, z_dim] with optional truncation (spec 7:
   // w <- lerp(w_avg, w, psi), then lerp(w_c, w, psi) with w_c the mean w of `loop_mapping`
   // z's drawn from `truncation_seed` for each caption). No grad.
+  // `routing` (optional): every MoE layer's routing of this forward (aurora/generator.h).
   Tensor synthesize(const Text& text, const Tensor& z, double psi, int64_t resolution = 0, uint64_t truncation_seed = 0,
-                    int64_t loop_mapping = 16) const;
+                    int64_t loop_mapping = 16, std::vector<RouterLayer>* routing = nullptr) const;
   // The w used by synthesize (for z/w interpolation).
   Tensor mapping_w(const Text& text, const Tensor& z, double psi, uint64_t truncation_seed = 0,
                    int64_t loop_mapping = 16) const;
-  Tensor synthesize_w(const Text& text, const Tensor& w, int64_t resolution = 0) const;
+  Tensor synthesize_w(const Text& text, const Tensor& w, int64_t resolution = 0,
+                      std::vector<RouterLayer>* routing = nullptr) const;
 
-  SmallTextEncoder& text_encoder;
+  SmallTextEncoder* small_text_encoder = nullptr;  // registered as "text_encoder"; null when frozen
+  std::shared_ptr<const TextEncoder> frozen_text;
+  // The encoder in use: *small_text_encoder (trained with G) or *frozen_text.
+  const TextEncoder& text_encoder;
   Generator& generator;
 };
 
@@ -161,6 +198,11 @@ struct StepResult {
   double d_loss = 0, d_real = 0, d_fake = 0, d_match = 0;
   double r1 = 0;
   bool r1_applied = false;
+  // Multi-level CLIP loss (weighted total, already in g_loss) and each level's unweighted term,
+  // by resolution; clip_applied false when the loss is off (no CLIP weights, or weight 0).
+  double clip = 0;
+  bool clip_applied = false;
+  std::map<int64_t, double> clip_levels;
   int64_t stage = 0;
   bool grew = false;  // the stage doubled after this step
 };
@@ -181,7 +223,8 @@ class Trainer {
   // z [n, z_dim] from the Philox stream of (seed, purpose) at row `first_row`.
   Tensor make_z(int64_t n, uint64_t seed, uint64_t purpose, int64_t first_row) const;
   // G_ema images of captions with z rows [N, z_dim] at the current stage (grid previews).
-  Tensor sample(const std::vector<std::string>& captions, const Tensor& z, double psi) const;
+  Tensor sample(const std::vector<std::string>& captions, const Tensor& z, double psi,
+                std::vector<RouterLayer>* routing = nullptr) const;
 
   const TrainState& state() const { return state_; }
   TrainState& mutable_state() { return state_; }
@@ -205,6 +248,15 @@ class Trainer {
   void gather_experts();
   dist::Comm& comm() const { return comm_; }
   const StageRule& stage_rule() const { return *rule_; }
+  // The run's CLIP (null without train.clip_weights, or when neither CLIP text nor the CLIP loss
+  // is on).
+  const RunClip* clip() const { return clip_.get(); }
+  // Checkpoint metadata of the CLIP setup ("clip_weights", "clip_hash"; empty without CLIP), and
+  // the resume check: a checkpoint trained with CLIP text / a CLIP file of another content than
+  // this trainer's is a one-line error naming both.
+  std::map<std::string, std::string> clip_checkpoint_metadata() const;
+  void check_clip_checkpoint_metadata(const std::map<std::string, std::string>& metadata,
+                                      const std::string& checkpoint_path) const;
 
   TextToImage& G() { return *G_; }
   TextToImage& G_ema() { return *G_ema_; }
@@ -225,6 +277,10 @@ class Trainer {
   Tensor rolled_condition_input(const Tensor& t_D) const;  // global roll by one, local rows
   Tensor condition_text(const Tensor& ids) const;           // t_D of the local batch, no grad
   void check_batch(const io::Batch& batch) const;
+  void setup_clip(const DiscriminatorConfig& dcfg);
+  // G_main's multi-level CLIP loss on G's images (undefined when off); fills res.clip*.
+  Tensor clip_loss_term(const std::map<int64_t, Tensor>& images, const TextFeatures& text, const Tensor& ids,
+                        StepResult& res) const;
 
   AuroraConfig model_;
   nlohmann::json model_json_;  // the whole config document (for checkpoints)
@@ -241,6 +297,7 @@ class Trainer {
   std::unique_ptr<dist::DataParallel> g_dp_, d_dp_;
   std::unique_ptr<dist::ExpertParallel> ep_;  // G's MoE layers, when train.expert_parallel > 1
   std::unique_ptr<StageRule> rule_;
+  std::shared_ptr<RunClip> clip_;
   TrainState state_;
 };
 

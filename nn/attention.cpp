@@ -35,6 +35,7 @@
 #include "nn/moe.h"
 #include "tensor/memory/profiler.h"
 #include "tensor/ops.h"
+#include "tensor/ops_l2_attention.h"
 
 namespace engine::nn {
 
@@ -90,8 +91,13 @@ Tensor l2_attention(const Tensor& q, const Tensor& k, const Tensor& v, double ep
                v.defined() ? v.sizes().str() : std::string("undefined"));
   ENGINE_CHECK(v.size(0) == k.size(0) && v.size(1) == k.size(1) && v.size(2) == k.size(2),
                "l2_attention: v {} does not match k {} in batch, tokens or heads", v.sizes().str(), k.sizes().str());
-  const Tensor a = softmax(l2_attention_logits(q, k, eps), -1);       // [B, heads, Tq, Tk]
-  const Tensor o = matmul(a, permute(v, {0, 2, 1, 3}));               // [B, heads, Tq, dv]
+  // softmax(l2_attention_logits(q, k, eps)) v as one op that keeps no Tq x Tk matrix for
+  // backward (tensor/ops_l2_attention.cpp; CPU, f32 and f64); otherwise the ops one by one.
+  const bool fused = q.defined() && q.device().is_cpu() && (q.dtype() == DType::f32 || q.dtype() == DType::f64) &&
+                     k.defined() && k.dtype() == q.dtype() && v.dtype() == q.dtype();
+  if (fused) return l2_attention_fused(q, k, v, eps);
+  const Tensor a = softmax(l2_attention_logits(q, k, eps), -1);  // [B, heads, Tq, Tk]
+  const Tensor o = matmul(a, permute(v, {0, 2, 1, 3}));          // [B, heads, Tq, dv]
   return reshape(permute(o, {0, 2, 1, 3}), {q.size(0), q.size(1), q.size(2) * v.size(3)});
 }
 

@@ -193,6 +193,24 @@ Tensor layer_norm(const Tensor& x, const Dims& normalized_shape, const Tensor& w
 Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight = Tensor(),
                   const Tensor& bias = Tensor(), double eps = 1e-5);
 
+// ---- Pooling (ops_pool.cpp): forward only, for evaluation (the FID Inception-v3) -------------
+// x [N, C, H, W]; Ho = floor((H + 2 pad_h - kernel_h) / stride_h) + 1 (PyTorch's floor mode),
+// padding at most half the kernel. Not differentiable: with grad mode on and an input that requires
+// grad they raise an error naming the op (run them under autograd::NoGradGuard).
+struct Pool2dParams {
+  int64_t kernel_h = 1, kernel_w = 1;
+  int64_t stride_h = 1, stride_w = 1;
+  int64_t pad_h = 0, pad_w = 0;
+  static Pool2dParams make(int64_t kernel, int64_t stride, int64_t padding = 0) {
+    return {kernel, kernel, stride, stride, padding, padding};
+  }
+};
+// Maximum over each window; padded positions never win (they count as -infinity). NaN propagates.
+Tensor max_pool2d(const Tensor& x, const Pool2dParams& p);
+// Mean over each window. count_include_pad = false divides by the number of in-image pixels of the
+// window (what the FID Inception's pool branches use), true by kernel_h * kernel_w.
+Tensor avg_pool2d(const Tensor& x, const Pool2dParams& p, bool count_include_pad = true);
+
 // ---- Operators ------------------------------------------------------------------------------
 inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
 inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }

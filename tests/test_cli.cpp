@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -23,8 +24,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "aurora/inception.h"
 #include "aurora/run_log.h"
 #include "io/image.h"
+#include "io/safetensors.h"
 #include "tensor/ops.h"
 
 using namespace engine;
@@ -238,5 +241,58 @@ TEST_CASE("aurora CLI: SIGTERM writes a checkpoint and exits cleanly") {
   const Result r = run(dir, "train --out " + out + " --resume --steps 0");
   CHECK(r.code == 0);
   CHECK(r.err.find("resumed from") != std::string::npos);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("aurora train: the reference-FID growing rule (spec 9) with a random-weight FID Inception") {
+  // The rule's mechanics, not the FID's meaning: with a huge tolerance the generator's FID at 4 px
+  // is "good enough" at the first check, so the stage grows to 8 px after step 1; both FIDs
+  // (reference = even vs odd half of the real images, generator vs the even half) are logged.
+  const std::string dir = tmp_dir() + "_fid";
+  fs::create_directories(dir);
+  write_folder_dataset(dir + "/data");
+  {
+    Generator g(1);
+    io::NamedTensors w;
+    for (const auto& [name, shape] : aurora::FidInception::parameter_shapes()) {
+      const bool var = name.find("running_var") != std::string::npos || name.find("bn.weight") != std::string::npos;
+      const double fan = shape.size() == 4 ? double(shape[1] * shape[2] * shape[3]) : 2048.0;
+      w.emplace_back(name, var ? add(rand(shape, g), 0.5) : mul(randn(shape, g), std::sqrt(2.0 / fan)));
+    }
+    io::save_safetensors(dir + "/inception.safetensors", w);
+  }
+  json c = micro_config("folder:" + dir + "/data");
+  c["train"]["steps"] = 3;
+  c["train"]["growing"] = {{"rule", "fid"},       {"start_resolution", 4},  {"stage_kimg", 0},
+                           {"fid_weights", ""},   {"fid_n", 3},             {"fid_check_kimg", 0.001},
+                           {"fid_tolerance", 1e9}};
+  std::ofstream(dir + "/c.json") << c.dump();
+  // Without weights: one error line naming the key.
+  Result r = run(dir, "train --config " + dir + "/c.json --out " + dir + "/run");
+  CHECK(r.code == 1);
+  CHECK(one_error_line(r.err));
+  CHECK(r.err.find("config.train.growing.fid_weights") != std::string::npos);
+
+  r = run(dir, "train --config " + dir + "/c.json --set train.growing.fid_weights=\\\"" + dir +
+                   "/inception.safetensors\\\" --out " + dir + "/run");
+  INFO(r.err);
+  REQUIRE(r.code == 0);
+  const std::vector<json> records = aurora::read_metrics(dir + "/run/metrics.jsonl");
+  REQUIRE(records.size() == 3);
+  CHECK(records[0]["stage"] == 4);
+  CHECK(records[2]["stage"] == 8);
+  // Step 1 checked at 4 px (reference computed once, then the generator's FID).
+  REQUIRE(records[0].contains("fid"));
+  const json& f = records[0]["fid"];
+  REQUIRE(f.size() == 2);
+  CHECK(f[0]["fid_kind"] == "reference");
+  CHECK(f[1]["fid_kind"] == "generator");
+  for (const json& x : f) {
+    CHECK(x["resolution"] == 4);
+    CHECK(x["n"] == 3);
+    CHECK(std::isfinite(x["fid"].get<double>()));
+    CHECK(x["fid"].get<double>() >= 0);
+  }
+  CHECK(r.err.find("growing 4 -> 8") != std::string::npos);
   fs::remove_all(dir);
 }

@@ -5,7 +5,9 @@
 //
 // Writes under OUT (rank 0 only; every rank trains):
 //   config.json                 the resolved config (train section complete)
-//   metrics.jsonl               one record every log_every steps (aurora/run_log.h)
+//   metrics.jsonl               one record every log_every steps (aurora/run_log.h); the first
+//                               record after a sample grid adds "router": that G_ema forward's
+//                               max/min fraction of tokens per expert per MoE layer
 //   losses.png                  loss curves (io/plot.h), refreshed with the samples
 //   samples/reals.png           the fixed captions' real images (reference)
 //   samples/step-<N>.png        G_ema grids: fixed z and fixed captions (captions.txt), every
@@ -20,6 +22,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -27,6 +30,8 @@
 #include "aurora/checkpoint.h"
 #include "aurora/cli/commands.h"
 #include "aurora/config.h"
+#include "aurora/fid.h"
+#include "aurora/router_stats.h"
 #include "aurora/run_log.h"
 #include "aurora/trainer.h"
 #include "io/atomic_file.h"
@@ -52,7 +57,7 @@ constexpr int64_t kNumSamples = 16;
 void write_loss_plot(const std::string& out) {
   const std::vector<nlohmann::json> records = aurora::read_metrics(out + "/metrics.jsonl");
   std::vector<io::PlotSeries> series;
-  for (const char* key : {"G", "D", "G_match", "D_match", "R1"}) {
+  for (const char* key : {"G", "D", "G_match", "D_match", "R1", "CLIP"}) {
     io::PlotSeries s;
     s.name = key;
     for (const auto& r : records)
@@ -102,9 +107,46 @@ void run_train(const TrainOptions& opt) {
     doc["train"]["steps"] = train.steps;
   }
 
-  aurora::Trainer trainer(cfg, train, comm);
-  trainer.set_model_json(doc);
   const std::shared_ptr<io::Dataset> dataset = io::open_dataset(train.data);
+  // The paper's stage switch (spec 9): FIDs from the FID Inception-v3 (aurora/fid.h). The rule's
+  // callbacks run inside Trainer::step, on every rank (each computes the same FID from the same
+  // replicated G_ema, so all ranks grow at the same step).
+  std::unique_ptr<aurora::FidEvaluator> fid_evaluator;
+  std::shared_ptr<aurora::StageFid> stage_fid;
+  auto trainer_ref = std::make_shared<aurora::Trainer*>(nullptr);
+  std::unique_ptr<aurora::StageRule> rule;
+  if (train.growing.rule == "fid") {
+    ENGINE_CHECK(!train.growing.fid_weights.empty(),
+                 "config.train.growing.fid_weights: the \"fid\" growing rule needs the FID Inception weights "
+                 "(a safetensors file made by aurora/tools/convert_fid_inception.py; docs/evaluation.md)");
+    aurora::FidOptions fo;
+    fo.weights = train.growing.fid_weights;
+    fo.cache_dir = opt.out + "/fid_cache";
+    fo.verbose = root;
+    if (root) io::make_directories(fo.cache_dir);
+    comm.barrier();
+    fid_evaluator = std::make_unique<aurora::FidEvaluator>(fo);
+    stage_fid = std::make_shared<aurora::StageFid>(*fid_evaluator, dataset, train.data, train.growing.fid_n);
+    const uint64_t seed = train.seed;
+    rule = std::make_unique<aurora::ReferenceFidRule>(
+        [stage_fid](int64_t r) { return stage_fid->reference(r); },
+        [stage_fid, trainer_ref, seed](int64_t r) {
+          aurora::Trainer& t = **trainer_ref;
+          return stage_fid->generator(
+              [&](int64_t first, int64_t count) {
+                // G_ema at resolution r on the even half's captions; z from the sample stream at
+                // row `first` (rank-independent).
+                const Tensor z = t.make_z(count, seed, aurora::Trainer::kPurposeSample, first);
+                return t.G_ema().synthesize(t.G_ema().encode(t.tokenize(stage_fid->captions(first, count))), z, 1.0,
+                                            r);
+              },
+              r);
+        },
+        train.growing.fid_check_kimg, train.growing.fid_tolerance);
+  }
+  aurora::Trainer trainer(cfg, train, comm, std::move(rule));
+  *trainer_ref = &trainer;
+  trainer.set_model_json(doc);
   if (opt.resume && !existing.empty()) {
     aurora::load_checkpoint(trainer, existing.back());
     if (root) std::fprintf(stderr, "aurora train: resumed from %s (step %lld)\n", existing.back().c_str(),
@@ -146,10 +188,15 @@ void run_train(const TrainOptions& opt) {
     }
   }
   const Tensor sample_z = trainer.make_z(int64_t(captions.size()), train.seed, aurora::Trainer::kPurposeSample, 0);
+  nlohmann::json router_record;  // aurora/router_stats.h; logged with the next metrics record
   auto write_samples = [&](int64_t step) {
     trainer.gather_experts();  // every rank (collective; a no-op without expert parallelism)
     if (!root) return;
-    Tensor imgs = trainer.sample(captions, sample_z, train.sample_psi);
+    std::vector<aurora::RouterLayer> routing;
+    Tensor imgs = trainer.sample(captions, sample_z, train.sample_psi, &routing);
+    router_record = {{"step", step}, {"layers", nlohmann::json::object()}};
+    for (const auto& s : aurora::router_stats(routing, trainer.G_ema().generator.config))
+      router_record["layers"][s.name] = {{"max_fraction", s.max_fraction}, {"min_fraction", s.min_fraction}};
     const Tensor grid = aurora::display_grid(imgs, 8);  // every stage shown at 64 px per cell
     io::write_png(fmt::format("{}/step-{:08d}.png", sample_dir, step), grid);
     io::write_png(sample_dir + "/latest.png", grid);
@@ -182,6 +229,7 @@ void run_train(const TrainOptions& opt) {
   bool stopped = false;
   // R1 runs every r1_interval steps, which rarely coincide with log steps: log the latest value.
   double last_r1 = std::nan("");
+  size_t fid_records_logged = 0;
   while (trainer.state().step < train.steps) {
     // Every rank must stop at the same step, or the others would wait in a collective: the flag
     // is max-reduced (a signal may reach the ranks of an mpirun job at different moments).
@@ -216,6 +264,17 @@ void run_train(const TrainOptions& opt) {
                             {"D_fake", r.d_fake},   {"D_match", r.d_match},
                             {"sec_per_step", sec / double(std::max<int64_t>(steps_since_log, 1))}};
       if (std::isfinite(last_r1)) rec["R1"] = last_r1;  // the latest R1 penalty (gamma/2 mean |grad|^2)
+      if (r.clip_applied) {  // multi-level CLIP loss: weighted total (in G) and each level's term
+        rec["CLIP"] = r.clip;
+        for (const auto& [res, v] : r.clip_levels) rec[fmt::format("CLIP_{}", res)] = v;
+      }
+      if (!router_record.is_null()) rec["router"] = std::exchange(router_record, nullptr);
+      if (stage_fid) {  // the FIDs computed by the stage rule since the last record
+        nlohmann::json fids = nlohmann::json::array();
+        for (; fid_records_logged < stage_fid->history().size(); ++fid_records_logged)
+          fids.push_back(nlohmann::json::parse(stage_fid->history()[fid_records_logged].to_json()));
+        if (!fids.empty()) rec["fid"] = fids;
+      }
       metrics->write(rec);
       steps_since_log = 0;
     }
