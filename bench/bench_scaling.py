@@ -37,6 +37,9 @@ def has_train(aurora):
 def run_once(args, np_, steps, out):
     threads = max(1, (os.cpu_count() or 1) // np_)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    # As scripts/demo.sh: idle OpenMP threads sleep, so oversubscribed ranks do not spin on each
+    # other's cores (a caller's own setting wins).
+    env.setdefault("OMP_WAIT_POLICY", "passive")
     cmd = [shutil.which("mpirun") or "mpirun", "--oversubscribe", "--allow-run-as-root", "--bind-to", "none",
            "-np", str(np_), args.aurora, "train", "--config", args.config, "--out", out, "--steps", str(steps),
            "--set", f"train.batch_size={args.batch}"]
