@@ -16,6 +16,7 @@
 #include "io/atomic_file.h"
 #include "io/image.h"
 #include "tensor/error.h"
+#include "tests/temp_dir.h"
 
 using namespace engine;
 using namespace engine::io;
@@ -23,18 +24,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "engine_atomic_XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
+struct TempDir : test::TempDir {
+  TempDir() : test::TempDir("engine_atomic") {}
   // Every entry of the folder (names only), to prove no temporary was left behind.
   std::vector<std::string> entries() const {
     std::vector<std::string> out;

@@ -29,6 +29,7 @@
 #include "io/tar_reader.h"
 #include "io/webdataset.h"
 #include "tensor/error.h"
+#include "tests/temp_dir.h"
 
 #ifndef ENGINE_PYTHON
 #error "ENGINE_PYTHON must be defined (tests/CMakeLists.txt does)"
@@ -40,18 +41,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "engine_data_XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
+struct TempDir : test::TempDir {
+  TempDir() : test::TempDir("engine_data") {}
 };
 
 void write_bytes(const std::string& path, const std::string& bytes) {

@@ -22,6 +22,7 @@
 
 #include "aurora/run_log.h"
 #include "tensor/error.h"
+#include "tests/temp_dir.h"
 
 using namespace engine;
 using namespace engine::aurora;
@@ -29,18 +30,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "engine_runlog_XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
+struct TempDir : test::TempDir {
+  TempDir() : test::TempDir("engine_runlog") {}
 };
 
 // Everything written so far to a FILE* opened with tmpfile().

@@ -16,6 +16,7 @@
 
 #include "io/safetensors.h"
 #include "tensor/ops.h"
+#include "tests/temp_dir.h"
 
 using namespace engine;
 using namespace engine::io;
@@ -33,19 +34,8 @@ bool no_temporaries_of(const std::string& path) {
   return true;
 }
 
-// A fresh temporary folder, removed with everything in it at scope exit.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "engine_st_XXXXXX").string();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
+struct TempDir : test::TempDir {
+  TempDir() : test::TempDir("engine_st") {}
 };
 
 std::string le64(uint64_t v) {

@@ -51,6 +51,7 @@
 #include "nn/state_dict.h"
 #include "tensor/error.h"
 #include "tensor/ops.h"
+#include "tests/train_fixtures.h"
 
 using namespace engine;
 using namespace engine::aurora;
@@ -59,7 +60,7 @@ using nlohmann::json;
 namespace {
 
 const std::string kRawKey = "mean of 100 x cosine (not floored at 0): ";
-const std::string kVocab = std::string(ENGINE_SOURCE_DIR) + "/../shared/data/clip/bpe_simple_vocab_16e6.txt.gz";
+using test::kVocab;
 
 std::string tmp_dir(const std::string& name) {
   const std::string d =
@@ -100,19 +101,8 @@ void write_tiny_clip(const std::string& path, uint64_t seed) {
 // The micro model of test_trainer.cpp (G 4 -> 8 px, text_in_dim 8, D text_dim 16), with the CLIP
 // text encoder and the CLIP loss on.
 json micro_config(const std::string& clip_path, double clip_weight = 1.0) {
-  json g = {{"image_size", 8},       {"image_channels", 3},   {"z_dim", 8},           {"w_dim", 16},
-            {"mapping_layers", 2},   {"mapping_hidden", 16},  {"mapping_lr_mul", 0.01}, {"text_in_dim", 8},
-            {"text_width", 16},      {"text_heads", 2},       {"text_layers", 1},     {"text_mlp_ratio", 2},
-            {"text_lr_mul", 0.01},   {"attn_heads", 2},       {"attn_head_dim", 4},   {"attn_groups", 4},
-            {"expert_hidden", 8},    {"residual_gain", 0.4},  {"attn_gain", 0.3},     {"fourier_sampling_rate", 4},
-            {"fourier_bandwidth", 1}, {"compat_official", false}};
-  g["stages"] = {{"4", {{"channels", 16}, {"conv_blocks", 1}, {"attn_modules", 0}, {"attn_depth", 0},
-                        {"num_kernels", 1}, {"num_experts", 0}, {"mtm", true}}},
-                 {"8", {{"channels", 8}, {"conv_blocks", 1}, {"attn_modules", 1}, {"attn_depth", 1},
-                        {"num_kernels", 2}, {"num_experts", 2}, {"mtm", true}}}};
-  json d = {{"image_size", 8},         {"image_channels", 3},  {"channels", {{"8", 8}, {"4", 16}, {"1", 16}}},
-            {"attention_resolutions", json::array({4})}, {"attention_head_dim", 8}, {"text_dim", 16},
-            {"text_layers", 1},        {"cond_dim", 16},       {"predictor_layers", 2}};
+  json g = test::micro_generator_config();
+  json d = test::micro_discriminator_config();
   json t = {{"batch_size", 4},
             {"seed", 7},
             {"r1_interval", 2},
