@@ -25,4 +25,14 @@ struct TempDir {
   std::string file(const std::string& name) const { return (path / name).string(); }
 };
 
+// True when no temporary of an atomic write of `path` (PATH.tmp.<pid>.<n>, io/atomic_file.h) is
+// left in its folder.
+inline bool no_temporaries_of(const std::string& path) {
+  const std::filesystem::path p(path);
+  const std::string prefix = p.filename().string() + ".tmp";
+  for (const auto& e : std::filesystem::directory_iterator(p.parent_path()))
+    if (e.path().filename().string().rfind(prefix, 0) == 0) return false;
+  return true;
+}
+
 }  // namespace engine::test

@@ -37,6 +37,7 @@
 #include "autograd/grad_mode.h"
 #include "io/image.h"
 #include "tensor/ops.h"
+#include "tests/train_fixtures.h"
 
 using namespace engine;
 using nlohmann::json;
@@ -44,7 +45,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::string kVocab = std::string(ENGINE_SOURCE_DIR) + "/../shared/data/clip/bpe_simple_vocab_16e6.txt.gz";
+using test::kVocab;
 
 struct Result {
   int code = -1;
@@ -106,19 +107,7 @@ json micro_config(const std::string& data, int64_t start) {
   return {{"generator", g}, {"discriminator", d}, {"train", t}};
 }
 
-void write_folder_dataset(const std::string& dir) {
-  fs::create_directories(dir);
-  const char* names[] = {"red", "green", "blue", "yellow"};
-  const uint8_t colors[][3] = {{220, 20, 20}, {20, 200, 20}, {20, 20, 220}, {230, 220, 20}};
-  for (int k = 0; k < 4; ++k) {
-    std::vector<double> px(16 * 16 * 3, 255.0);
-    for (int y = 4; y < 12; ++y)
-      for (int x = 4; x < 12; ++x)
-        for (int c = 0; c < 3; ++c) px[size_t((y * 16 + x) * 3 + c)] = colors[k][c];
-    io::write_png(dir + "/" + names[k] + ".png", from_vector(px, {16, 16, 3}).to(DType::u8));
-    std::ofstream(dir + "/" + names[k] + ".txt") << names[k] << " square\n";
-  }
-}
+void write_folder_dataset(const std::string& dir) { test::write_square_folder(dir, 4); }
 
 std::string tmp_dir() {
   const std::string d = (fs::temp_directory_path() / ("aurora_test_analysis_" + std::to_string(::getpid()))).string();

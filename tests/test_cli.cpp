@@ -80,20 +80,7 @@ json micro_config(const std::string& data) {
   return {{"generator", g}, {"discriminator", d}, {"train", t}};
 }
 
-// A folder dataset: 6 coloured squares on white, 16 px, with caption sidecars.
-void write_folder_dataset(const std::string& dir) {
-  fs::create_directories(dir);
-  const char* names[] = {"red", "green", "blue", "yellow", "black", "purple"};
-  const uint8_t colors[][3] = {{220, 20, 20}, {20, 200, 20}, {20, 20, 220}, {230, 220, 20}, {0, 0, 0}, {140, 20, 160}};
-  for (int k = 0; k < 6; ++k) {
-    std::vector<double> px(16 * 16 * 3, 255.0);
-    for (int y = 4; y < 12; ++y)
-      for (int x = 4; x < 12; ++x)
-        for (int c = 0; c < 3; ++c) px[size_t((y * 16 + x) * 3 + c)] = colors[k][c];
-    io::write_png(dir + "/" + names[k] + ".png", from_vector(px, {16, 16, 3}).to(DType::u8));
-    std::ofstream(dir + "/" + names[k] + ".txt") << names[k] << " square\n";
-  }
-}
+void write_folder_dataset(const std::string& dir) { test::write_square_folder(dir, 6); }
 
 std::string tmp_dir() {
   const std::string d = (fs::temp_directory_path() / ("aurora_test_cli_" + std::to_string(::getpid()))).string();

@@ -24,15 +24,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// True when no temporary of an atomic write of `path` (PATH.tmp.<pid>.<n>, io/atomic_file.h) is
-// left in its folder.
-bool no_temporaries_of(const std::string& path) {
-  const fs::path p(path);
-  const std::string prefix = p.filename().string() + ".tmp";
-  for (const auto& e : fs::directory_iterator(p.parent_path()))
-    if (e.path().filename().string().rfind(prefix, 0) == 0) return false;
-  return true;
-}
+using test::no_temporaries_of;
 
 struct TempDir : test::TempDir {
   TempDir() : test::TempDir("engine_st") {}

@@ -71,39 +71,9 @@ std::unique_ptr<Trainer> make_trainer(const json& doc, dist::Comm& comm) {
   return std::make_unique<Trainer>(cfg, parse_train_config(cfg.train), comm);
 }
 
-// Batch of step `step`: coloured squares (colour from the caption), deterministic.
-io::Batch make_batch(int64_t step, int64_t B, int64_t H) {
-  static const char* names[] = {"red square", "green square", "blue square", "yellow square", "black square"};
-  static const double colors[][3] = {{1, -1, -1}, {-1, 1, -1}, {-1, -1, 1}, {1, 1, -1}, {-1, -1, -1}};
-  io::Batch b;
-  b.step = uint64_t(step);
-  std::vector<double> px(size_t(B * 3 * H * H), 1.0);  // white background
-  for (int64_t i = 0; i < B; ++i) {
-    const int64_t k = (step * B + i) % 5;
-    b.captions.push_back(names[k]);
-    b.indices.push_back(uint64_t(k));
-    for (int64_t c = 0; c < 3; ++c)
-      for (int64_t y = H / 4; y < 3 * H / 4; ++y)
-        for (int64_t x = H / 4; x < 3 * H / 4; ++x) px[size_t(((i * 3 + c) * H + y) * H + x)] = colors[k][c];
-  }
-  b.images = from_vector(px, {B, 3, H, H});
-  return b;
-}
-
-bool bit_equal(const Tensor& a, const Tensor& b) {
-  if (a.sizes() != b.sizes() || a.dtype() != b.dtype()) return false;
-  const Tensor ca = contiguous(a), cb = contiguous(b);
-  return std::memcmp(ca.raw_data(), cb.raw_data(), ca.nbytes()) == 0;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+io::Batch make_batch(int64_t step, int64_t B, int64_t H) { return test::square_batch(step, B, H); }
+using test::bit_equal;
+using test::error_of;
 
 }  // namespace
 
