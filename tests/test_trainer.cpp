@@ -32,6 +32,7 @@
 #include "tensor/error.h"
 #include "tensor/ops.h"
 #include "tests/train_fixtures.h"
+#include "tests/trainer_compare.h"
 
 using namespace engine;
 using namespace engine::aurora;
@@ -234,24 +235,7 @@ TEST_CASE("trainer: resume continues bit-exactly") {
   CHECK(resumed->state().stage == 8);
   CHECK(resumed->g_opt().steps() == straight->g_opt().steps());
   CHECK(resumed->d_opt().steps() == straight->d_opt().steps());
-  int64_t compared = 0;
-  auto compare_module = [&](nn::Module& a, nn::Module& b, const std::string& what) {
-    auto sa = nn::state_dict(a), sb = nn::state_dict(b);
-    REQUIRE(sa.size() == sb.size());
-    for (size_t i = 0; i < sa.size(); ++i) {
-      INFO(what << "." << sa[i].first);
-      CHECK(bit_equal(sa[i].second, sb[i].second));
-      ++compared;
-    }
-  };
-  compare_module(straight->G(), resumed->G(), "G");
-  compare_module(straight->G_ema(), resumed->G_ema(), "G_ema");
-  compare_module(straight->D(), resumed->D(), "D");
-  CHECK(bit_equal(straight->g_opt().exp_avg(), resumed->g_opt().exp_avg()));
-  CHECK(bit_equal(straight->g_opt().exp_avg_sq(), resumed->g_opt().exp_avg_sq()));
-  CHECK(bit_equal(straight->d_opt().exp_avg(), resumed->d_opt().exp_avg()));
-  CHECK(bit_equal(straight->d_opt().exp_avg_sq(), resumed->d_opt().exp_avg_sq()));
-  CHECK(compared > 100);
+  CHECK(test::check_same_training_state(*straight, *resumed) > 100);
   // The check has teeth: one more step on one side breaks the equality.
   straight->step(make_batch(N, 4, 8));
   CHECK_FALSE(bit_equal(straight->g_store().flat_params(), resumed->g_store().flat_params()));

@@ -52,6 +52,7 @@
 #include "tensor/error.h"
 #include "tensor/ops.h"
 #include "tests/train_fixtures.h"
+#include "tests/trainer_compare.h"
 
 using namespace engine;
 using namespace engine::aurora;
@@ -302,24 +303,7 @@ TEST_CASE("trainer + CLIP: resume is bit-exact; the checkpoint records the CLIP 
   for (int64_t s = N / 2; s < N; ++s) resumed->step(make_batch(s, 4, 8));
   CHECK(resumed->state().step == N);
   CHECK(resumed->state().stage == 8);
-  int64_t compared = 0;
-  auto compare_module = [&](nn::Module& x, nn::Module& y, const std::string& what) {
-    auto sx = nn::state_dict(x), sy = nn::state_dict(y);
-    REQUIRE(sx.size() == sy.size());
-    for (size_t i = 0; i < sx.size(); ++i) {
-      INFO(what << "." << sx[i].first);
-      CHECK(bit_equal(sx[i].second, sy[i].second));
-      ++compared;
-    }
-  };
-  compare_module(straight->G(), resumed->G(), "G");
-  compare_module(straight->G_ema(), resumed->G_ema(), "G_ema");
-  compare_module(straight->D(), resumed->D(), "D");
-  CHECK(bit_equal(straight->g_opt().exp_avg(), resumed->g_opt().exp_avg()));
-  CHECK(bit_equal(straight->g_opt().exp_avg_sq(), resumed->g_opt().exp_avg_sq()));
-  CHECK(bit_equal(straight->d_opt().exp_avg(), resumed->d_opt().exp_avg()));
-  CHECK(bit_equal(straight->d_opt().exp_avg_sq(), resumed->d_opt().exp_avg_sq()));
-  CHECK(compared > 50);
+  CHECK(test::check_same_training_state(*straight, *resumed) > 50);
   straight->step(make_batch(N, 4, 8));
   CHECK_FALSE(bit_equal(straight->g_store().flat_params(), resumed->g_store().flat_params()));
 
