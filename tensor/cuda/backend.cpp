@@ -8,7 +8,7 @@
 // The raw allocator has no device argument (RawAllocator::reserve(bytes)), so chunks come from
 // the calling thread's current CUDA device; one device per process (or a DeviceGuard around the
 // first allocation on each device) is assumed until RawAllocator carries the device index.
-#include <cuda_runtime_api.h>
+#include "tensor/cuda/cuda_api.h"
 
 #include <fmt/format.h>
 

@@ -2,7 +2,7 @@
 // conversion (device.h).
 #include "tensor/cuda/device.h"
 
-#include <cuda_runtime_api.h>
+#include "tensor/cuda/cuda_api.h"
 
 #include <array>
 #include <mutex>

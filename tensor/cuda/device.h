@@ -13,7 +13,7 @@
 // Availability never throws: with no GPU, no driver or a broken driver, device_count() is 0.
 //
 // This header does not include the CUDA headers, so plain C++ files (tests, the op layer) can
-// use it; files that call the CUDA runtime include <cuda_runtime_api.h> themselves.
+// use it; files that call the CUDA runtime include tensor/cuda/cuda_api.h.
 #pragma once
 #include <string>
 

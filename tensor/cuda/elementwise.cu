@@ -7,70 +7,44 @@
 //   strided     N-d index -> per-operand offsets (strided.h), which covers broadcasting
 //               (stride 0), transposes and slices without any copy.
 // Indices are 64-bit so tensors above 2^31 elements work; a 32-bit fast path is a later
-// optimisation.
-#include <cuda_runtime.h>
-
+// optimisation. Launch: launch.cuh (a grid-stride kernel, or a host loop in the emulated build).
 #include "tensor/cuda/elementwise_launch.h"
+#include "tensor/cuda/launch.cuh"
 #include "tensor/kernels/elementwise.h"
 
 namespace engine::cuda {
 
-namespace {
-
-__device__ __forceinline__ int64_t first_index() { return int64_t(blockIdx.x) * blockDim.x + threadIdx.x; }
-__device__ __forceinline__ int64_t grid_step() { return int64_t(gridDim.x) * blockDim.x; }
-
-template <typename OutT, typename InT, typename F>
-__global__ void unary_contiguous(int64_t n, OutT* out, const InT* x, F f) {
-  for (int64_t i = first_index(); i < n; i += grid_step()) out[i] = OutT(f(x[i]));
-}
-
-template <typename OutT, typename InT, typename F>
-__global__ void unary_strided(StridedGeometry<2> g, OutT* out, const InT* x, F f) {
-  for (int64_t i = first_index(); i < g.numel; i += grid_step()) {
-    int64_t o[2];
-    strided_offsets<2>(g, i, o);
-    out[o[0]] = OutT(f(x[o[1]]));
-  }
-}
-
-template <typename OutT, typename InT, typename F>
-__global__ void binary_contiguous(int64_t n, OutT* out, const InT* x, const InT* y, F f) {
-  for (int64_t i = first_index(); i < n; i += grid_step()) out[i] = OutT(f(x[i], y[i]));
-}
-
-template <typename OutT, typename InT, typename F>
-__global__ void binary_strided(StridedGeometry<3> g, OutT* out, const InT* x, const InT* y, F f) {
-  for (int64_t i = first_index(); i < g.numel; i += grid_step()) {
-    int64_t o[3];
-    strided_offsets<3>(g, i, o);
-    out[o[0]] = OutT(f(x[o[1]], y[o[2]]));
-  }
-}
-
-}  // namespace
-
 template <typename OutT, typename InT, typename F>
 void launch_map_unary(const StridedGeometry<2>& g, OutT* out, const InT* x, F f, Stream stream) {
-  if (g.numel == 0) return;
-  const unsigned int blocks = blocks_for(g.numel);
-  if (g.contiguous)
-    unary_contiguous<OutT, InT, F><<<blocks, kThreadsPerBlock, 0, stream>>>(g.numel, out, x, f);
-  else
-    unary_strided<OutT, InT, F><<<blocks, kThreadsPerBlock, 0, stream>>>(g, out, x, f);
-  ENGINE_CUDA_CHECK(cudaGetLastError());  // launch errors (bad configuration, no device image)
+  if (g.contiguous) {
+    launch_elements(g.numel, [=] ENGINE_KERNEL(int64_t i) { out[i] = OutT(f(x[i])); }, stream);
+  } else {
+    launch_elements(
+        g.numel,
+        [=] ENGINE_KERNEL(int64_t i) {
+          int64_t o[2];
+          strided_offsets<2>(g, i, o);
+          out[o[0]] = OutT(f(x[o[1]]));
+        },
+        stream);
+  }
 }
 
 template <typename OutT, typename InT, typename F>
 void launch_map_binary(const StridedGeometry<3>& g, OutT* out, const InT* x, const InT* y, F f,
                        Stream stream) {
-  if (g.numel == 0) return;
-  const unsigned int blocks = blocks_for(g.numel);
-  if (g.contiguous)
-    binary_contiguous<OutT, InT, F><<<blocks, kThreadsPerBlock, 0, stream>>>(g.numel, out, x, y, f);
-  else
-    binary_strided<OutT, InT, F><<<blocks, kThreadsPerBlock, 0, stream>>>(g, out, x, y, f);
-  ENGINE_CUDA_CHECK(cudaGetLastError());
+  if (g.contiguous) {
+    launch_elements(g.numel, [=] ENGINE_KERNEL(int64_t i) { out[i] = OutT(f(x[i], y[i])); }, stream);
+  } else {
+    launch_elements(
+        g.numel,
+        [=] ENGINE_KERNEL(int64_t i) {
+          int64_t o[3];
+          strided_offsets<3>(g, i, o);
+          out[o[0]] = OutT(f(x[o[1]], y[o[2]]));
+        },
+        stream);
+  }
 }
 
 // ---- instantiations: one line per (dtype, functor); see elementwise.h ----

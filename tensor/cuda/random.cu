@@ -4,42 +4,22 @@
 // GPU computes exactly the counters the CPU computes and the Philox bits are identical. The
 // conversion to a value uses double precision on both devices (uniform: exact; normal: Box-Muller
 // with log, sqrt and cos), then rounds to the output type.
-#include <cuda_runtime.h>
-
+#include "tensor/cuda/launch.cuh"
 #include "tensor/cuda/random_launch.h"
-#include "tensor/cuda/strided.h"
 #include "tensor/kernels/philox.h"
 
 namespace engine::cuda {
 
-namespace {
-
-template <typename T>
-__global__ void normal_kernel(T* out, int64_t n, uint64_t seed, uint64_t offset) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    out[i] = T(kernels::normal_at(seed, offset + uint64_t(i)));
-}
-
-template <typename T>
-__global__ void uniform_kernel(T* out, int64_t n, uint64_t seed, uint64_t offset) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    out[i] = T(kernels::uniform_at(seed, offset + uint64_t(i)));
-}
-
-}  // namespace
-
 template <typename T>
 void launch_normal(T* out, int64_t n, uint64_t seed, uint64_t offset, Stream stream) {
-  if (n == 0) return;
-  normal_kernel<T><<<blocks_for(n), kThreadsPerBlock, 0, stream>>>(out, n, seed, offset);
-  ENGINE_CUDA_CHECK(cudaGetLastError());
+  launch_elements(n, [=] ENGINE_KERNEL(int64_t i) { out[i] = T(kernels::normal_at(seed, offset + uint64_t(i))); },
+                  stream);
 }
 
 template <typename T>
 void launch_uniform(T* out, int64_t n, uint64_t seed, uint64_t offset, Stream stream) {
-  if (n == 0) return;
-  uniform_kernel<T><<<blocks_for(n), kThreadsPerBlock, 0, stream>>>(out, n, seed, offset);
-  ENGINE_CUDA_CHECK(cudaGetLastError());
+  launch_elements(n, [=] ENGINE_KERNEL(int64_t i) { out[i] = T(kernels::uniform_at(seed, offset + uint64_t(i))); },
+                  stream);
 }
 
 template void launch_normal<float>(float*, int64_t, uint64_t, uint64_t, Stream);
