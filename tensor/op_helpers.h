@@ -26,7 +26,29 @@ std::string shapes_of(const Ts&... ts) {
 // ENGINE_OP("conv2d", x, w): the op's OpScope, named `op_scope`.
 #define ENGINE_OP(name, ...) ::engine::memory::OpScope op_scope(name, ::engine::shapes_of(__VA_ARGS__))
 
-// The CPU backend is the only one with kernels for now; CUDA launchers arrive with tensor/cuda/.
+// Which backend runs an op: true when `t` lives on a CUDA device (the op then calls its launcher
+// in tensor/cuda/, inside `#if ENGINE_WITH_CUDA`), false for the CPU. A build without the CUDA
+// backend cannot make CUDA tensors, but says so clearly if one arrives anyway.
+//
+//   if (use_cuda("sum", x)) {
+//   #if ENGINE_WITH_CUDA
+//     cuda::sum_dims(out, x, plan);
+//   #endif
+//   } else {
+//     cpu::reduce_dims(...);
+//   }
+inline bool use_cuda(const char* op, const Tensor& t) {
+  if (!t.defined() || !t.device().is_cuda()) return false;
+#if ENGINE_WITH_CUDA
+  (void)op;
+  return true;
+#else
+  throw Error(fmt::format("{}: tensor on {} but this build has no CUDA backend (configure with "
+                          "-DENGINE_CUDA=ON)", op, t.device().str()));
+#endif
+}
+
+// For ops (or parts of ops) that have no CUDA kernel: a clear error naming the op.
 inline void check_cpu(const char* op, const Tensor& t) {
   ENGINE_CHECK(!t.defined() || t.device().is_cpu(), "{}: no {} kernel yet (tensor on {})", op,
                t.device().str(), t.device().str());
