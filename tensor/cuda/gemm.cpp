@@ -76,7 +76,7 @@ void host_gemm(const GemmDesc& d, const T* a, const T* b, T* c) {
 }
 
 std::vector<float> widen_bf16(const void* p, int64_t count) {
-  std::vector<float> out(size_t(count));
+  std::vector<float> out(static_cast<size_t>(count));
   const uint16_t* h = static_cast<const uint16_t*>(p);
   for (int64_t i = 0; i < count; ++i) out[size_t(i)] = bf16_to_f32(h[i]);
   return out;
