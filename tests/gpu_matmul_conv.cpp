@@ -184,7 +184,7 @@ TEST_CASE("gpu conv2d family: geometries, f32 and f64, forward / backward / doub
   for (DType t : kDtypes) {
     for (const Geometry& g : kGeometries) {
       const std::string dtype = dtype_name(t);
-    CAPTURE(dtype);
+      CAPTURE(dtype);
       CAPTURE(g.name);
       const Conv2dParams p = params_of(g);
       const Tensor x = rnd({g.n, g.cin, g.h, g.w}, 41, t), w = rnd({g.cout, g.cin / g.groups, g.kh, g.kw}, 42, t);
