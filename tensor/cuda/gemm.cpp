@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "tensor/cuda/cuda_api.h"
 #include "tensor/cuda/device.h"
 #include "tensor/dtype.h"
 #include "tensor/error.h"
@@ -214,6 +215,16 @@ void gemm(Device device, const GemmDesc& d, const char* op) {
   check_desc(d, op);
   if (d.batch == 0 || d.m == 0 || d.n == 0) return;
   DeviceGuard guard(device);
+  const size_t esize = d.mode == GemmMode::f64 ? 8 : 4;
+  if (d.k == 0) {
+    // An empty sum: C = beta * C, i.e. zeros for beta = 0 (cuBLASLt is not asked about k = 0).
+    if (d.beta == 0)
+      for (int64_t i = 0; i < d.batch; ++i)
+        ENGINE_CUDA_CHECK(cudaMemset2DAsync(static_cast<char*>(d.c) + size_t(i * d.stride_c) * esize,
+                                            size_t(d.ldc) * esize, 0, size_t(d.n) * esize, size_t(d.m),
+                                            compute_stream(device)));
+    return;
+  }
   cublasLtHandle_t handle = handle_for(device, op);
 
   cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
