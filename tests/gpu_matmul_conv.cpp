@@ -130,6 +130,9 @@ TEST_CASE("gpu matmul: 2-D, batched, folded batch, 1-D operands, transposed view
             [](const std::vector<Tensor>& in) { return matmul(in[0], transpose(in[1], 1, 2)); }, t);
     compare("bmm", {rnd({3, 5, 7}, 19, t), rnd({3, 7, 2}, 20, t)},
             [](const std::vector<Tensor>& in) { return bmm(in[0], in[1]); }, t);
+    // An expanded operand (stride 0 in its rows) has no BLAS layout: it is copied on the device.
+    compare("expanded rows (copied)", {rnd({1, 7}, 23, t, false), rnd({7, 3}, 24, t)},
+            [](const std::vector<Tensor>& in) { return matmul(expand(in[0], {5, 7}), in[1]); }, t);
     // Broadcast batch: a [2, 1, 5, 7] against b [3, 7, 4] -> [2, 3, 5, 4]; their gradients are
     // sums over the broadcast dims.
     compare("broadcast batch", {rnd({2, 1, 5, 7}, 21, t), rnd({3, 7, 4}, 22, t)}, mm, t, reductions_on_cuda());
