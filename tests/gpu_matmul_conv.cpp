@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "autograd/engine.h"
+#include "tensor/cuda/conv.h"
 #include "tensor/ops.h"
 #include "tensor/precision.h"
 #include "tests/gpu_fixtures.h"
@@ -206,6 +207,21 @@ TEST_CASE("gpu conv2d family: geometries, f32 and f64, forward / backward / doub
               [p, g](const std::vector<Tensor>& in) { return conv2d_weight(in[0], in[1], g.kh, g.kw, p); }, t);
     }
   }
+}
+
+TEST_CASE("gpu conv2d family: column buffers in chunks of one sample") {
+  if (gpu_test::no_device()) return;
+  const int64_t previous = cuda::set_column_budget(1);
+  for (DType t : kDtypes) {
+    const std::string dtype = dtype_name(t);
+    CAPTURE(dtype);
+    const Geometry& g = kGeometries[3];  // 3x3 stride 2 pad 1 groups 2, 3 samples
+    const Conv2dParams p = params_of(g);
+    compare("chunked conv2d + bias", {rnd({g.n, g.cin, g.h, g.w}, 61, t), rnd({g.cout, g.cin / g.groups, 3, 3}, 62, t),
+                                      rnd({g.cout}, 63, t)},
+            [p](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], in[2], p); }, t);
+  }
+  cuda::set_column_budget(previous);
 }
 
 TEST_CASE("gpu bf16 policy: cuBLASLt bf16 GEMMs vs the CPU bf16 policy") {

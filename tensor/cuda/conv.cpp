@@ -4,14 +4,16 @@
 
 #include <algorithm>
 
+#include "autograd/grad_mode.h"
 #include "tensor/cuda/conv_launch.h"
+#include "tensor/ops.h"
 
 namespace engine::cuda {
 
 namespace {
 
 // Column buffers of one launch stay under this many bytes (whole samples; at least one).
-constexpr int64_t kColumnBudget = int64_t(256) << 20;
+int64_t column_budget = int64_t(256) << 20;
 
 char* at(const Tensor& t, int64_t elements) {
   return static_cast<char*>(t.raw_data()) + elements * int64_t(dtype_size(t.dtype()));
@@ -44,7 +46,7 @@ void im2col_typed(DType dtype, F&& f) {
 
 // Samples per chunk so that `per_sample` bytes of buffer fit the budget.
 int64_t chunk_of(int64_t batch, int64_t per_sample) {
-  return std::clamp<int64_t>(kColumnBudget / std::max<int64_t>(per_sample, 1), 1, std::max<int64_t>(batch, 1));
+  return std::clamp<int64_t>(column_budget / std::max<int64_t>(per_sample, 1), 1, std::max<int64_t>(batch, 1));
 }
 
 // The column matrices of samples [n0, n0 + nc) of x: x itself for a direct 1x1 conv, else a buffer.
@@ -66,6 +68,13 @@ Tensor columns(const cpu::ConvProblem& p, const Tensor& x, int64_t n0, int64_t n
 }
 
 }  // namespace
+
+int64_t set_column_budget(int64_t bytes) {
+  ENGINE_CHECK(bytes >= 1, "conv: column buffer budget must be >= 1 byte, got {}", bytes);
+  const int64_t previous = column_budget;
+  column_budget = bytes;
+  return previous;
+}
 
 void bias_fill(const Tensor& out, const Tensor& bias, int64_t channels, int64_t inner) {
   check("bias", out, out.dtype(), "output");
@@ -189,25 +198,38 @@ void conv2d_weight(const cpu::ConvProblem& p, GemmMode mode, const Tensor& x, co
   const int64_t cog = p.out_channels / g_count;
   if (gw.numel() == 0) return;
   const int64_t esize = int64_t(dtype_size(x.dtype()));
-  const int64_t chunk = direct_1x1(s) ? p.batch : chunk_of(p.batch, g_count * k * q * esize);
+  // Per chunk: the columns group-major [G, K, nc*P] and gy as [G, Cout/G, nc*P] (a permuted copy),
+  // so dW_g += gy_g col_g^T is one GEMM per group whose k dimension runs over every sample and
+  // pixel of the chunk; the groups are one strided batch. Chunks accumulate in order (beta = 1).
+  const int64_t chunk = chunk_of(p.batch, (g_count * k + p.out_channels) * q * esize);
+  const Stream stream = compute_stream(x.device());
   for (int64_t n0 = 0; n0 < p.batch; n0 += chunk) {
     const int64_t nc = std::min(chunk, p.batch - n0);
-    const void* col = nullptr;
-    const Tensor buffer = columns(p, x, n0, nc, &col);
-    // dW_g += gy[n, g] col[n, g]^T, batched over the groups, samples in order.
-    for (int64_t n = n0; n < n0 + nc; ++n) {
-      GemmDesc d;
-      d.mode = mode;
-      d.trans_b = true;
-      d.m = cog, d.n = k, d.k = q;
-      d.lda = q, d.ldb = q, d.ldc = k;
-      d.batch = g_count;
-      d.a = at(gy, n * p.out_channels * q), d.stride_a = cog * q;
-      d.b = static_cast<const char*>(col) + (n - n0) * g_count * k * q * esize, d.stride_b = k * q;
-      d.c = at(gw, 0), d.stride_c = cog * k;
-      d.beta = n == 0 ? 0 : 1;
-      gemm(x.device(), d, op);
+    const int64_t cols = nc * q;
+    Tensor col = empty({g_count * k * cols}, {x.dtype(), x.device(), memory::Kind::workspace});
+    im2col_typed(x.dtype(), [&](auto zero) {
+      using T = decltype(zero);
+      launch_im2col_group_major<T>(s, nc, g_count,
+                                   reinterpret_cast<const T*>(at(x, n0 * p.in_channels * s.height * s.width)),
+                                   col.data<T>(), stream);
+    });
+    // gy[n0:n0+nc] [nc, Cout, P] -> [Cout, nc, P] (no autograd: this is the op's own kernel input).
+    Tensor gyt;
+    {
+      autograd::NoGradGuard no_grad;
+      gyt = contiguous(permute(reshape(narrow(gy, 0, n0, nc), {nc, p.out_channels, q}), {1, 0, 2}));
     }
+    GemmDesc d;
+    d.mode = mode;
+    d.trans_b = true;
+    d.m = cog, d.n = k, d.k = cols;
+    d.lda = cols, d.ldb = cols, d.ldc = k;
+    d.batch = g_count;
+    d.a = gyt.raw_data(), d.stride_a = cog * cols;
+    d.b = col.raw_data(), d.stride_b = k * cols;
+    d.c = gw.raw_data(), d.stride_c = cog * k;
+    d.beta = n0 == 0 ? 0 : 1;
+    gemm(x.device(), d, op);
   }
 }
 

@@ -20,6 +20,22 @@ void launch_im2col(const kernels::ConvShape& s, int64_t slices, const T* x, T* c
 }
 
 template <typename T>
+void launch_im2col_group_major(const kernels::ConvShape& s, int64_t samples, int64_t groups, const T* x, T* col,
+                               Stream stream) {
+  const int64_t rows = s.channels * s.kernel_h * s.kernel_w, cols = s.out_h * s.out_w;
+  const int64_t slice_in = s.channels * s.height * s.width, per_row = samples * cols;
+  launch_elements(
+      groups * rows * per_row,
+      [=] ENGINE_KERNEL(int64_t i) {
+        const int64_t g = i / (rows * per_row), e = i - g * rows * per_row;
+        const int64_t r = e / per_row, nq = e - r * per_row;
+        const int64_t n = nq / cols, q = nq - n * cols;
+        col[i] = kernels::im2col_element(x + (n * groups + g) * slice_in, s, r, q);
+      },
+      stream);
+}
+
+template <typename T>
 void launch_col2im(const kernels::ConvShape& s, int64_t slices, int64_t groups, const T* col, const T* bias, T* x,
                    Stream stream) {
   const int64_t cols = s.out_h * s.out_w, slice_col = s.channels * s.kernel_h * s.kernel_w * cols;
@@ -43,6 +59,12 @@ void launch_bias_fill(int64_t count, int64_t channels, int64_t inner, const T* b
 template void launch_im2col<float>(const kernels::ConvShape&, int64_t, const float*, float*, Stream);
 template void launch_im2col<double>(const kernels::ConvShape&, int64_t, const double*, double*, Stream);
 template void launch_im2col<uint16_t>(const kernels::ConvShape&, int64_t, const uint16_t*, uint16_t*, Stream);
+template void launch_im2col_group_major<float>(const kernels::ConvShape&, int64_t, int64_t, const float*, float*,
+                                              Stream);
+template void launch_im2col_group_major<double>(const kernels::ConvShape&, int64_t, int64_t, const double*, double*,
+                                               Stream);
+template void launch_im2col_group_major<uint16_t>(const kernels::ConvShape&, int64_t, int64_t, const uint16_t*,
+                                                 uint16_t*, Stream);
 template void launch_col2im<float>(const kernels::ConvShape&, int64_t, int64_t, const float*, const float*, float*,
                                    Stream);
 template void launch_col2im<double>(const kernels::ConvShape&, int64_t, int64_t, const double*, const double*,

@@ -4,8 +4,9 @@
 //
 //   forward    y[n, g]  = W_g col(x[n, g])  (+ bias: the output is filled with it, the GEMM adds)
 //   input      x[n, g]  = col2im(W_g^T y[n, g])  (+ bias, added by the col2im gather)
-//   weight     dW_g     = sum_n gy[n, g] col(x[n, g])^T  (one GEMM per sample, accumulated in
-//                         sample order with beta = 1: deterministic)
+//   weight     dW_g     = sum_n gy[n, g] col(x[n, g])^T: the columns are laid out group-major
+//                         [G, K, N*Ho*Wo] and gy permuted to [Cout, N, Ho*Wo], so the sum over
+//                         samples is the k dimension of one GEMM per group (deterministic)
 //
 // The GEMMs of one launch run as a cuBLASLt strided batch: over the samples (the weight slice
 // broadcast with batch stride 0) when there are at least as many samples as groups, else over the
@@ -29,6 +30,10 @@ void conv2d_forward(const cpu::ConvProblem& p, GemmMode mode, const Tensor& x, c
 void conv2d_input(const cpu::ConvProblem& p, GemmMode mode, const Tensor& gy, const Tensor& w, const Tensor& bias,
                   const Tensor& x);
 void conv2d_weight(const cpu::ConvProblem& p, GemmMode mode, const Tensor& x, const Tensor& gy, const Tensor& gw);
+
+// The byte budget of one column buffer (default 256 MiB); returns the previous one. Tests lower it
+// to run the chunked paths (one sample per chunk). Not thread-safe: set it before running convs.
+int64_t set_column_budget(int64_t bytes);
 
 // out [N, C, inner...] = bias[c] broadcast (linear's bias before its GEMM accumulates).
 void bias_fill(const Tensor& out, const Tensor& bias, int64_t channels, int64_t inner);

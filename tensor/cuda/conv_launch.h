@@ -18,6 +18,13 @@ namespace engine::cuda {
 template <typename T>
 void launch_im2col(const kernels::ConvShape& s, int64_t slices, const T* x, T* col, Stream stream);
 
+// The same column elements for `samples` samples of `groups` groups, laid out group-major
+// [groups, C*kh*kw, samples, Ho*Wo]: for each group one [K, samples*Ho*Wo] matrix, so the weight
+// gradient sums over the samples inside one GEMM (its k dimension) instead of one GEMM per sample.
+template <typename T>
+void launch_im2col_group_major(const kernels::ConvShape& s, int64_t samples, int64_t groups, const T* x, T* col,
+                               Stream stream);
+
 // x[sl, c, h, w] = col2im_element(col + sl*K*P, P, s, (c, h, w)) (+ bias[(sl % groups)*C + c]
 // when bias is not null), a gather: every x element written once, no atomics, no zero fill.
 template <typename T>
