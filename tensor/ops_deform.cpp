@@ -19,6 +19,8 @@
 //   grad_m         = sum_c grad_columns * bilinear                   (per sampling point)
 //   grad_W_g       = sum_n grad_out_g columns_g^T               (GEMM)
 //   grad_b         = sum_{n, p} grad_out
+// On CUDA (tensor/cuda/deform.cu) both directions are direct kernels, one thread per output
+// element, over the same sampling bodies (tensor/kernels/deform.h); no columns, no GEMM.
 #include <algorithm>
 #include <cstdint>
 

@@ -14,6 +14,11 @@
 // index_add are deterministic for duplicate indices (Note [deterministic scatter]). split and
 // chunk return narrow() views, each its own autograd Node. Backward formulas:
 // autograd/formulas/index.cpp.
+// On CUDA (tensor/cuda/index.h) the same shapes and strides go to one-thread-per-element kernels;
+// the scatters there add atomically, so with duplicate indices f32/f64 results depend on the
+// hardware's order of the additions (last bits, run to run); a bad index is reported through a
+// device flag that the op reads back (one synchronisation per call). cat and stack copy with
+// cuda::copy_ into views of the output.
 #include <algorithm>
 
 #include "autograd/formulas/index.h"

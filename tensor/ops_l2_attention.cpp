@@ -7,7 +7,8 @@
 // images and 2 heads each one is 32 MiB, and they dominate the generator's peak memory. The fused
 // forward keeps only its output and the per-row log-sum-exp lse [B, H, Tq]; the backward recomputes
 // the attention matrix a block of rows at a time (as FlashAttention does, Dao et al. 2022).
-// Backward formula: autograd/formulas/l2_attention.cpp.
+// Backward formula: autograd/formulas/l2_attention.cpp. On CUDA (tensor/cuda/l2_attention.cu):
+// one thread per query row with an online softmax forward, per-query and per-key kernels backward.
 #include "autograd/formulas/l2_attention.h"
 #include "autograd/grad_mode.h"
 #include "tensor/cpu/l2_attention.h"

@@ -18,6 +18,8 @@
 // to x's dtype after flipping and scaling), and it must not require grad (the reference asserts
 // the same; no gradient is defined for it). Its backward w.r.t. x is upfirdn2d again
 // (autograd/formulas/upfirdn.cpp), so the op is differentiable to any order.
+// On CUDA (tensor/cuda/upfirdn.cu) each pass is one thread per output pixel over the per-pixel
+// forms of tensor/kernels/upfirdn.h; the weights are prepared on the host and copied over.
 #include <cmath>
 #include <vector>
 
