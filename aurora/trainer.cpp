@@ -20,14 +20,7 @@
 #if ENGINE_WITH_CUDA
 #include "tensor/cuda/device.h"
 #endif
-// The matmul precision policy (train.precision) comes with the cuBLASLt backend
-// (tensor/precision.h); a build without it trains in f32 and rejects "bf16"/"tf32" at start.
-#if __has_include("tensor/precision.h")
 #include "tensor/precision.h"
-#define AURORA_HAS_MATMUL_PRECISION 1
-#else
-#define AURORA_HAS_MATMUL_PRECISION 0
-#endif
 
 namespace engine::aurora {
 
@@ -102,18 +95,12 @@ Device resolve_device(const TrainConfig& train, int ranks) {
 class PhasePrecision {
  public:
   explicit PhasePrecision(const std::string& precision) {
-#if AURORA_HAS_MATMUL_PRECISION
     if (precision == "bf16") scope_.emplace(MatmulPrecision::bf16);
     else if (precision == "tf32") scope_.emplace(MatmulPrecision::tf32);
-#else
-    (void)precision;
-#endif
   }
 
  private:
-#if AURORA_HAS_MATMUL_PRECISION
   std::optional<MatmulPrecisionScope> scope_;
-#endif
 };
 
 TensorList concat_pyramids(const std::vector<const TensorList*>& pyramids) {
@@ -259,12 +246,6 @@ Trainer::Trainer(const AuroraConfig& model, const TrainConfig& train, dist::Comm
                gcfg_.image_size);
   model_json_ = {{"generator", model.generator}, {"discriminator", dcfg.to_json()}, {"train", train.to_json()}};
   device_ = resolve_device(train, comm.size());
-#if !AURORA_HAS_MATMUL_PRECISION
-  ENGINE_CHECK(train.precision == "f32",
-               "config.train.precision: \"{}\" needs the matmul precision policy (tensor/precision.h), which this "
-               "build lacks; use \"f32\"",
-               train.precision);
-#endif
   ENGINE_CHECK(train.text_encoder != "clip" || device_.is_cpu(),
                "config.train.text_encoder: the frozen CLIP towers are loaded on the CPU; \"clip\" with device \"{}\" "
                "is not supported yet (use text_encoder \"small\" or --device cpu)",

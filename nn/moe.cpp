@@ -24,14 +24,7 @@
 
 #include "tensor/memory/profiler.h"
 #include "tensor/ops.h"
-// The matmul precision policy arrives with the cuBLASLt backend; until then every GEMM is f32
-// and the router needs no scope.
-#if __has_include("tensor/precision.h")
 #include "tensor/precision.h"
-#define ENGINE_NN_MOE_HAS_PRECISION 1
-#else
-#define ENGINE_NN_MOE_HAS_PRECISION 0
-#endif
 
 namespace engine::nn {
 
@@ -153,9 +146,7 @@ MoERouting MoE::route(const Tensor& x, const Tensor& w) const {
   {
     // The router GEMM stays f32 under a bf16 training precision (spec: the router must be f32;
     // docs/training.md "Mixed precision"): a scope here overrides the caller's policy.
-#if ENGINE_NN_MOE_HAS_PRECISION
     MatmulPrecisionScope router_precision(MatmulPrecision::f32);
-#endif
     rt.logits = router.forward(xr, wr);        // [B, T, E]
   }
   rt.lse = logsumexp(rt.logits, {2});          // [B, T]

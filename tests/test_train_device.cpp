@@ -8,8 +8,7 @@
 //  3. precision "bf16" on the CPU: the CPU GEMMs round their inputs to bf16 exactly as the GPU's
 //     do (tensor/precision.h), so one step of the micro model runs; its losses are finite, close
 //     to the f32 step's (within 0.05 + 5 %: 8 mantissa bits on every GEMM input) and not all
-//     equal to them (the scope took effect). A build without the precision policy must refuse
-//     "bf16" instead.
+//     equal to them (the scope took effect).
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -91,7 +90,6 @@ TEST_CASE("trainer: a CUDA device that cannot run is a clear error at start") {
 
 TEST_CASE("trainer: precision bf16 on the CPU") {
   auto comm = dist::make_local_comm();
-#if __has_include("tensor/precision.h")
   auto f32 = make_trainer(micro_config("cpu", "f32"), *comm);
   auto bf16 = make_trainer(micro_config("cpu", "bf16"), *comm);
   const io::Batch batch = test::square_batch(0, 2, 8);
@@ -109,8 +107,4 @@ TEST_CASE("trainer: precision bf16 on the CPU") {
     any_differs = any_differs || x != y;
   }
   CHECK_MESSAGE(any_differs, "bf16 GEMM inputs changed no loss: the precision scope had no effect");
-#else
-  const std::string msg = error_of([&] { make_trainer(micro_config("cpu", "bf16"), *comm); });
-  CHECK(msg.find("config.train.precision: \"bf16\" needs the matmul precision policy") != std::string::npos);
-#endif
 }
