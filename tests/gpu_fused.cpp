@@ -69,7 +69,7 @@ struct Pair : nn::Module {
   nn::Parameter& b;
   Pair()
       : Module("Pair"),
-        a(register_parameter("a", {64, 33}, nn::Init::normal(1.0))),
+        a(register_parameter("a", {64, 33}, nn::Init::zeros())),
         b(register_parameter("b", {17}, nn::Init::zeros(), 1.0, /*weight_decay=*/false)) {}
 };
 
@@ -85,7 +85,10 @@ TEST_CASE("gpu AdamW: steps on CUDA flat buffers equal the CPU steps") {
     cpu_store.materialize(cpu_model, 7, opts(dt));
     gpu_store.materialize(gpu_model, 7, opts(dt, kGpu));
     {
+      // Random starting values, set after materialize (zeros init: fill_ runs on either device).
       autograd::NoGradGuard ng;
+      Generator init(11);
+      copy_(cpu_store.flat_params(), randn({cpu_store.numel()}, init, opts(dt)));
       copy_(gpu_store.flat_params(), cpu_store.flat_params().to(kGpu));
     }
     const nn::AdamWOptions o{0.01, 0.5, 0.99, 1e-8, 0.1};
