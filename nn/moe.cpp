@@ -107,8 +107,7 @@ Tensor ModulatedRouter::forward(const Tensor& x, const Tensor& w) const {
   memory::ModuleScope scope("router");
   const Tensor wb = modulated_weight(w);                 // [B, E, C]
   Tensor r = bmm(x, transpose(wb, 1, 2));                // [B, T, E]: one small GEMM per sample
-  r = add(r, lr_mul == 1.0 ? bias.value : mul(bias.value, lr_mul));  // broadcast over the last dim
-  return leaky_relu(r, 0.2, std::sqrt(2.0));
+  return bias_act_along(r, lr_mul == 1.0 ? bias.value : mul(bias.value, lr_mul), -1, Activation::lrelu);
 }
 
 // ---- Containers -----------------------------------------------------------------------------
