@@ -1,11 +1,13 @@
-// adamw.cpp: the fused AdamW loop over the flat parameter, gradient and moment buffers.
+// adamw.cpp: the fused AdamW update over the flat parameter, gradient and moment buffers: one
+// adamw_update_ (tensor/ops_fused.cpp; body tensor/kernels/adamw.h) per run of parameters sharing
+// a learning-rate scale and weight-decay flag, on the CPU or on the GPU where the buffers live.
 #include "nn/adamw.h"
 
 #include <cmath>
 
 #include "autograd/grad_mode.h"
-#include "tensor/dispatch.h"
 #include "tensor/memory/profiler.h"
+#include "tensor/ops.h"
 
 namespace engine::nn {
 
@@ -14,8 +16,19 @@ AdamW::AdamW(ParameterStore& store, AdamWOptions options, std::function<double(c
   ENGINE_CHECK(store.flat_params().defined(), "AdamW: the parameter store is not materialized");
   ENGINE_CHECK(options.beta1 >= 0 && options.beta1 < 1 && options.beta2 >= 0 && options.beta2 < 1,
                "AdamW: betas must be in [0, 1), got ({}, {})", options.beta1, options.beta2);
-  for (auto& [name, p] : store.parameters())
-    segments_.push_back({p->offset, p->shape.product(), lr_scale ? lr_scale(name) : 1.0, p->weight_decay});
+  // Adjacent parameters with the same lr scale and decay flag form one segment: the update of an
+  // element does not depend on the segmentation, and fewer segments mean fewer loops (launches).
+  for (auto& [name, p] : store.parameters()) {
+    const Segment s{p->offset, p->shape.product(), lr_scale ? lr_scale(name) : 1.0, p->weight_decay};
+    if (!segments_.empty()) {
+      Segment& last = segments_.back();
+      if (last.offset + last.numel == s.offset && last.lr_scale == s.lr_scale && last.decay == s.decay) {
+        last.numel += s.numel;
+        continue;
+      }
+    }
+    segments_.push_back(s);
+  }
   memory::PassScope pass(memory::Pass::optim);
   TensorOptions o{store.flat_params().dtype(), store.flat_params().device(), memory::Kind::optimizer_state};
   m_ = zeros(store.flat_params().sizes(), o);
@@ -30,28 +43,11 @@ void AdamW::step() {
   const double b1 = options_.beta1, b2 = options_.beta2, eps = options_.eps, wd = options_.weight_decay;
   const double c1 = 1.0 - std::pow(b1, double(step_)), c2 = 1.0 - std::pow(b2, double(step_));
   const Tensor& flat = store_.flat_params();
-  dispatch_floating(flat.dtype(), "adamw", [&](auto zero) {
-    using T = decltype(zero);
-    T* p = flat.data<T>();
-    const T* g = store_.flat_grads().data<T>();
-    T* m = m_.data<T>();
-    T* v = v_.data<T>();
-    for (const Segment& s : segments_) {
-      const double lr = options_.lr * s.lr_scale;
-      const double decay = s.decay ? 1.0 - lr * wd : 1.0;
-      const double step_size = lr / c1;
-      const double inv_c2 = 1.0 / c2;
-#pragma omp parallel for schedule(static) if (s.numel >= 16384)
-      for (int64_t i = s.offset; i < s.offset + s.numel; ++i) {
-        const double gi = double(g[i]);
-        const double mi = b1 * double(m[i]) + (1 - b1) * gi;
-        const double vi = b2 * double(v[i]) + (1 - b2) * gi * gi;
-        m[i] = T(mi);
-        v[i] = T(vi);
-        p[i] = T(double(p[i]) * decay - step_size * mi / (std::sqrt(vi * inv_c2) + eps));
-      }
-    }
-  });
+  for (const Segment& s : segments_) {
+    const double lr = options_.lr * s.lr_scale;
+    const AdamWScalars k{b1, b2, eps, s.decay ? 1.0 - lr * wd : 1.0, lr / c1, 1.0 / c2};
+    adamw_update_(flat, store_.flat_grads(), m_, v_, s.offset, s.numel, k);
+  }
   bump_version(flat, "adamw");
 }
 

@@ -6,15 +6,15 @@
 namespace engine::nn {
 
 Tensor bias_act(const Tensor& x, const Tensor& b, double bias_gain, Activation act) {
-  Tensor y = x;
-  if (b.defined()) {
-    Dims shape;
-    shape.resize(x.dim(), 1);
-    shape[x.dim() == 1 ? 0 : 1] = b.numel();
-    y = add(y, reshape(bias_gain == 1.0 ? b : mul(b, bias_gain), shape));
-  }
-  if (act == Activation::lrelu) y = leaky_relu(y, 0.2, std::sqrt(2.0));
-  return y;
+  const Tensor bb = !b.defined() || bias_gain == 1.0 ? b : mul(b, bias_gain);
+  return bias_act_along(x, bb, x.dim() == 1 ? 0 : 1, act);
+}
+
+Tensor bias_act_along(const Tensor& x, const Tensor& b, int64_t dim, Activation act) {
+  // One fused pass (engine::bias_act, StyleGAN2's bias_act); linear without a bias is x itself.
+  if (act == Activation::linear && !b.defined()) return x;
+  return act == Activation::lrelu ? engine::bias_act(x, b, dim, BiasActKind::lrelu, 0.2, std::sqrt(2.0))
+                                  : engine::bias_act(x, b, dim, BiasActKind::linear);
 }
 
 EqualLinear::EqualLinear(int64_t in, int64_t out, bool has_bias, double bias_init, double lr, Activation act)
@@ -30,8 +30,7 @@ EqualLinear::EqualLinear(int64_t in, int64_t out, bool has_bias, double bias_ini
 
 Tensor EqualLinear::forward(const Tensor& x) const {
   Tensor y = linear(x, mul(weight.value, weight_gain));
-  if (bias) y = add(y, mul(bias->value, lr_mul));  // broadcasts over the last dim
-  return activation == Activation::lrelu ? leaky_relu(y, 0.2, std::sqrt(2.0)) : y;
+  return bias_act_along(y, bias ? mul(bias->value, lr_mul) : Tensor(), -1, activation);  // bias over the last dim
 }
 
 EqualConv2d::EqualConv2d(int64_t in, int64_t out, int64_t k, bool has_bias, int64_t s, int64_t pad, double lr,

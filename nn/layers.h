@@ -17,7 +17,10 @@ namespace engine::nn {
 enum class Activation { linear, lrelu };  // lrelu: leaky_relu(0.2) * sqrt(2) (StyleGAN's gain)
 
 // bias + activation: y = act(x + b * bias_gain) [* gain]. `b` broadcast over dim 1 of x.
+// One fused op (engine::bias_act in tensor/ops_fused.cpp).
 Tensor bias_act(const Tensor& x, const Tensor& b, double bias_gain, Activation act);
+// The same with the bias (already scaled; may be undefined) broadcast along `dim` of x.
+Tensor bias_act_along(const Tensor& x, const Tensor& b, int64_t dim, Activation act);
 
 class EqualLinear : public Module {
  public:

@@ -131,8 +131,7 @@ Tensor modulated_linear(const Tensor& x, const Tensor& styles, const Tensor& wei
   const Tensor f = modulation_factor(weight, styles, false, demodulate, weight_gain, eps);
   const Tensor wt = apply_factor(weight, f, false, true);  // [B, Cin, Cout]
   Tensor y = bmm(x, wt);                                    // [B, T, Cout]
-  if (bias.defined()) y = add(y, bias_gain == 1.0 ? bias : mul(bias, bias_gain));
-  return act == Activation::lrelu ? leaky_relu(y, 0.2, std::sqrt(2.0)) : y;
+  return bias_act_along(y, bias.defined() && bias_gain != 1.0 ? mul(bias, bias_gain) : bias, -1, act);
 }
 
 Tensor fir_filter_1331(DType dtype, Device device) {

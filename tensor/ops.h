@@ -211,6 +211,30 @@ Tensor max_pool2d(const Tensor& x, const Pool2dParams& p);
 // window (what the FID Inception's pool branches use), true by kernel_h * kernel_w.
 Tensor avg_pool2d(const Tensor& x, const Pool2dParams& p, bool count_include_pad = true);
 
+// ---- Fused (ops_fused.cpp) -------------------------------------------------------------------
+// StyleGAN2's bias_act: y = act(x + bias broadcast along `dim`) * gain, then clamped to
+// [-clamp, clamp] when clamp is given; one pass over memory (tensor/kernels/bias_act.h). bias may
+// be undefined (activation and gain only). alpha is lrelu's slope (>= 0), gain > 0, clamp > 0.
+// Differentiable to any order: the backward is bias_act_grad (Note [bias_act double backward] in
+// autograd/formulas/fused.cpp).
+enum class BiasActKind : int { linear = 0, relu = 1, lrelu = 2 };
+Tensor bias_act(const Tensor& x, const Tensor& bias, int64_t dim = 1, BiasActKind act = BiasActKind::linear,
+                double alpha = 0.2, double gain = 1.0, std::optional<double> clamp = std::nullopt);
+// dL/dx of bias_act given dL/dy `gy` and bias_act's output `y` (same shape): gy * gain * act'(y),
+// 0 where |y| >= clamp. Linear in gy; differentiable to any order (its own backward).
+Tensor bias_act_grad(const Tensor& gy, const Tensor& y, BiasActKind act, double alpha, double gain,
+                     std::optional<double> clamp = std::nullopt);
+
+// No grad, in place: one AdamW step (tensor/kernels/adamw.h) on elements [offset, offset + numel)
+// of the flat parameter buffer p, its gradient g and moments m, v (same dtype, device and size),
+// with the per-segment constants of nn::AdamW. CPU (OpenMP) or CUDA, where p lives.
+struct AdamWScalars {
+  double b1, b2, eps;
+  double decay, step_size, inv_c2;  // 1 - lr wd (or 1), lr / (1 - b1^t), 1 / (1 - b2^t)
+};
+void adamw_update_(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, int64_t offset,
+                   int64_t numel, const AdamWScalars& s);
+
 // ---- Operators ------------------------------------------------------------------------------
 inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
 inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }

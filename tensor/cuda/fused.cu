@@ -1,0 +1,41 @@
+// fused.cu: the fused kernels on the GPU, one thread per element, with the portable bodies of
+// tensor/kernels/bias_act.h and tensor/kernels/adamw.h that the CPU loops of
+// tensor/ops_fused.cpp call too.
+#include "tensor/cuda/fused_launch.h"
+#include "tensor/cuda/launch.cuh"
+
+namespace engine::cuda {
+
+template <typename T>
+void launch_bias_act(T* y, const T* x, const T* b, int64_t n, int64_t C, int64_t inner,
+                     kernels::BiasActParams p, Stream stream) {
+  if (b == nullptr) {
+    launch_elements(n, [=] ENGINE_KERNEL(int64_t i) { y[i] = kernels::bias_act_apply(x[i], p); }, stream);
+  } else {
+    launch_elements(
+        n, [=] ENGINE_KERNEL(int64_t i) { y[i] = kernels::bias_act_apply(x[i] + b[(i / inner) % C], p); }, stream);
+  }
+}
+
+template <typename T>
+void launch_bias_act_grad(T* gx, const T* gy, const T* y, int64_t n, kernels::BiasActParams p, Stream stream) {
+  launch_elements(n, [=] ENGINE_KERNEL(int64_t i) { gx[i] = kernels::bias_act_grad_value(gy[i], y[i], p); }, stream);
+}
+
+template <typename T>
+void launch_adamw(T* p, const T* g, T* m, T* v, int64_t n, kernels::AdamWStep s, Stream stream) {
+  launch_elements(n, [=] ENGINE_KERNEL(int64_t i) { kernels::adamw_update(p[i], g[i], m[i], v[i], s); }, stream);
+}
+
+#define ENGINE_FUSED_INSTANTIATE(T)                                                                      \
+  template void launch_bias_act<T>(T*, const T*, const T*, int64_t, int64_t, int64_t, kernels::BiasActParams, \
+                                   Stream);                                                              \
+  template void launch_bias_act_grad<T>(T*, const T*, const T*, int64_t, kernels::BiasActParams, Stream); \
+  template void launch_adamw<T>(T*, const T*, T*, T*, int64_t, kernels::AdamWStep, Stream);
+
+ENGINE_FUSED_INSTANTIATE(float)
+ENGINE_FUSED_INSTANTIATE(double)
+
+#undef ENGINE_FUSED_INSTANTIATE
+
+}  // namespace engine::cuda

@@ -1,0 +1,23 @@
+// fused_launch.h (cuda): launchers of the fused kernels (fused.cu): bias_act, its gradient and the
+// AdamW update. Plain types only, shared by nvcc and the C++ side (fused.cpp).
+#pragma once
+#include <cstdint>
+
+#include "tensor/cuda/device.h"
+#include "tensor/kernels/adamw.h"
+#include "tensor/kernels/bias_act.h"
+
+namespace engine::cuda {
+
+// y[i] = bias_act_apply(x[i] + b[(i / inner) % C]) for i < n (b null: no bias); all contiguous.
+template <typename T>
+void launch_bias_act(T* y, const T* x, const T* b, int64_t n, int64_t C, int64_t inner,
+                     kernels::BiasActParams p, Stream stream);
+// gx[i] = bias_act_grad_value(gy[i], y[i]) for i < n.
+template <typename T>
+void launch_bias_act_grad(T* gx, const T* gy, const T* y, int64_t n, kernels::BiasActParams p, Stream stream);
+// adamw_update on elements [0, n) of the given (already offset) flat buffers.
+template <typename T>
+void launch_adamw(T* p, const T* g, T* m, T* v, int64_t n, kernels::AdamWStep s, Stream stream);
+
+}  // namespace engine::cuda

@@ -1,0 +1,156 @@
+// ops_fused.cpp: fused ops that replace chains of elementwise ops on the hot paths of a GAN step.
+//
+//   bias_act       y = clamp(act(x + b) * gain): StyleGAN2's bias_act (torch_utils/ops/bias_act.py),
+//                  one pass over memory instead of three (add, leaky_relu, mul) and one saved
+//                  tensor (y) instead of two; every EqualConv2d/EqualLinear/modulated conv uses it.
+//   bias_act_grad  its backward, gy * gain * act'(y); differentiable again for R1's double backward
+//                  (Note [bias_act double backward] in autograd/formulas/fused.cpp).
+//   adamw_update_  the fused AdamW element update over the flat buffers (DESIGN.md section 5).
+// The arithmetic of each is a portable body in tensor/kernels/ (bias_act.h, adamw.h), looped over
+// here on the CPU (OpenMP) and launched by tensor/cuda/fused.cu on a GPU.
+#include "autograd/formulas/fused.h"
+#include "tensor/dispatch.h"
+#include "tensor/kernels/adamw.h"
+#include "tensor/kernels/bias_act.h"
+#include "tensor/op_helpers.h"
+#include "tensor/ops.h"
+#if ENGINE_WITH_CUDA
+#include "tensor/cuda/fused.h"
+#endif
+
+namespace engine {
+
+namespace {
+
+kernels::BiasActParams bias_act_params(const char* op, BiasActKind act, double alpha, double gain,
+                                       std::optional<double> clamp) {
+  ENGINE_CHECK(act == BiasActKind::linear || act == BiasActKind::relu || act == BiasActKind::lrelu,
+               "{}: unknown activation kind {}", op, int(act));
+  // gain > 0 and alpha >= 0 keep sign(y) == sign(act(x + b)), which the gradient reads from y.
+  ENGINE_CHECK(gain > 0, "{}: gain must be > 0, got {}", op, gain);
+  ENGINE_CHECK(alpha >= 0, "{}: lrelu slope alpha must be >= 0, got {}", op, alpha);
+  ENGINE_CHECK(!clamp || *clamp > 0, "{}: clamp must be > 0 when given, got {}", op, clamp ? *clamp : 0.0);
+  return {int(act), alpha, gain, clamp ? *clamp : -1.0};
+}
+
+}  // namespace
+
+Tensor bias_act(const Tensor& x, const Tensor& bias, int64_t dim, BiasActKind act, double alpha, double gain,
+                std::optional<double> clamp) {
+  ENGINE_OP("bias_act", x, bias);
+  ENGINE_CHECK(x.defined(), "bias_act: x is undefined");
+  check_floating("bias_act", x);
+  const kernels::BiasActParams p = bias_act_params("bias_act", act, alpha, gain, clamp);
+  const int64_t nd = x.dim();
+  int64_t C = 1, inner = 1;
+  Tensor b;
+  if (bias.defined()) {
+    check_same("bias_act", x, bias);
+    ENGINE_CHECK(nd >= 1, "bias_act: x must have at least one dim when a bias is given, got {}", x.sizes().str());
+    const int64_t d = dim < 0 ? dim + nd : dim;
+    ENGINE_CHECK(d >= 0 && d < nd, "bias_act: dim {} out of range for x {}", dim, x.sizes().str());
+    ENGINE_CHECK(bias.dim() == 1 && bias.numel() == x.size(d),
+                 "bias_act: bias must be 1-D with x.size({}) = {} elements, got {}", d, x.size(d), bias.sizes().str());
+    C = x.size(d);
+    for (int64_t k = d + 1; k < nd; ++k) inner *= x.size(k);
+    b = bias.contiguous();
+  }
+  const Tensor xc = x.contiguous();
+  Tensor out = empty(x.sizes(), opts(x.dtype(), x.device()));
+  const int64_t n = out.numel();
+  dispatch_floating(x.dtype(), "bias_act", [&](auto zero) {
+    using T = decltype(zero);
+    if (use_cuda("bias_act", x)) {
+#if ENGINE_WITH_CUDA
+      cuda::bias_act(out, xc, b, C, inner, p);
+#endif
+      return;
+    }
+    const T* xp = xc.data<T>();
+    const T* bp = b.defined() ? b.data<T>() : nullptr;
+    T* yp = out.data<T>();
+    if (!bp) {
+#pragma omp parallel for schedule(static) if (n >= 32768)
+      for (int64_t i = 0; i < n; ++i) yp[i] = kernels::bias_act_apply(xp[i], p);
+    } else if (inner == 1) {  // bias along the last dim (linear layers): rows of C
+      const int64_t rows = n / C;
+#pragma omp parallel for schedule(static) if (n >= 32768)
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < C; ++c) yp[r * C + c] = kernels::bias_act_apply(xp[r * C + c] + bp[c], p);
+    } else {  // rows of `inner` elements sharing one bias value (NCHW convs: one row per (n, c))
+      const int64_t rows = n / inner;
+#pragma omp parallel for schedule(static) if (n >= 32768)
+      for (int64_t r = 0; r < rows; ++r) {
+        const T bv = bp[r % C];
+        const T* xr = xp + r * inner;
+        T* yr = yp + r * inner;
+        for (int64_t j = 0; j < inner; ++j) yr[j] = kernels::bias_act_apply(xr[j] + bv, p);
+      }
+    }
+  });
+  autograd::formulas::bias_act(x, bias, out, dim, p);
+  return out;
+}
+
+Tensor bias_act_grad(const Tensor& gy, const Tensor& y, BiasActKind act, double alpha, double gain,
+                     std::optional<double> clamp) {
+  ENGINE_OP("bias_act_grad", gy, y);
+  ENGINE_CHECK(gy.defined() && y.defined(), "bias_act_grad: gy and y must be defined");
+  check_floating("bias_act_grad", gy);
+  check_same("bias_act_grad", gy, y);
+  ENGINE_CHECK(gy.sizes() == y.sizes(), "bias_act_grad: gy {} and y {} must have the same shape",
+               gy.sizes().str(), y.sizes().str());
+  const kernels::BiasActParams p = bias_act_params("bias_act_grad", act, alpha, gain, clamp);
+  const Tensor gc = gy.contiguous(), yc = y.contiguous();
+  Tensor out = empty(gy.sizes(), opts(gy.dtype(), gy.device()));
+  const int64_t n = out.numel();
+  dispatch_floating(gy.dtype(), "bias_act_grad", [&](auto zero) {
+    using T = decltype(zero);
+    if (use_cuda("bias_act_grad", gy)) {
+#if ENGINE_WITH_CUDA
+      cuda::bias_act_grad(out, gc, yc, p);
+#endif
+      return;
+    }
+    const T* gp = gc.data<T>();
+    const T* ypp = yc.data<T>();
+    T* op = out.data<T>();
+#pragma omp parallel for schedule(static) if (n >= 32768)
+    for (int64_t i = 0; i < n; ++i) op[i] = kernels::bias_act_grad_value(gp[i], ypp[i], p);
+  });
+  autograd::formulas::bias_act_grad(gy, y, out, p);
+  return out;
+}
+
+void adamw_update_(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, int64_t offset,
+                   int64_t numel, const AdamWScalars& s) {
+  ENGINE_OP("adamw", p);
+  ENGINE_CHECK(p.defined() && g.defined() && m.defined() && v.defined(), "adamw_update_: undefined buffer");
+  check_floating("adamw_update_", p);
+  for (const Tensor* t : {&g, &m, &v}) {
+    check_same("adamw_update_", p, *t);
+    ENGINE_CHECK(t->numel() == p.numel() && t->is_contiguous(),
+                 "adamw_update_: buffers must be contiguous with {} elements, got {}", p.numel(), t->sizes().str());
+  }
+  ENGINE_CHECK(p.is_contiguous(), "adamw_update_: the parameter buffer must be contiguous");
+  ENGINE_CHECK(offset >= 0 && numel >= 0 && offset + numel <= p.numel(),
+               "adamw_update_: segment [{}, {}) outside the buffer of {} elements", offset, offset + numel, p.numel());
+  const kernels::AdamWStep k{s.b1, s.b2, s.eps, s.decay, s.step_size, s.inv_c2};
+  dispatch_floating(p.dtype(), "adamw_update_", [&](auto zero) {
+    using T = decltype(zero);
+    if (use_cuda("adamw_update_", p)) {
+#if ENGINE_WITH_CUDA
+      cuda::adamw_update(p, g, m, v, offset, numel, k);
+#endif
+      return;
+    }
+    T* pp = p.data<T>();
+    const T* gp = g.data<T>();
+    T* mp = m.data<T>();
+    T* vp = v.data<T>();
+#pragma omp parallel for schedule(static) if (numel >= 16384)
+    for (int64_t i = offset; i < offset + numel; ++i) kernels::adamw_update(pp[i], gp[i], mp[i], vp[i], k);
+  });
+}
+
+}  // namespace engine
