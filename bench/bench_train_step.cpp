@@ -26,7 +26,8 @@
 //
 //   bench_train_step [--mode train|infer] [--preset tiny32|paper64|FILE.json] [--batch B]
 //                    [--iters N] [--warmup W] [--threads T] [--device cpu] [--precision f32|bf16]
-//                    [--peak-tflops X] [--check|--tight-check] [--ours-only] [--vocab FILE]
+//                    [--peak-tflops X] [--check|--tight-check] [--ours-only] [--flops-only] [--vocab FILE]
+// --flops-only (infer): print the FLOP count of one image's forward without building weights.
 // --check (train): compares the first step's g_loss, d_loss and r1 of both sides (a guard that
 // they run the same computation; exit 2 on a mismatch); --tight-check holds r1 to 2e-3 too (for a
 // config with d_lr = 0, where D's first update cannot amplify rounding; see run_train).
@@ -69,14 +70,14 @@ struct Options {
   int64_t batch = 4;
   int iters = 5, warmup = 2, threads = 2;
   double peak_tflops = 0;  // 0: looked up from the device (GPU) or unknown (CPU: MFU not reported)
-  bool check = false, tight_check = false, ours_only = false;
+  bool check = false, tight_check = false, ours_only = false, flops_only = false;
 };
 
 [[noreturn]] void usage(const char* msg) {
   std::fprintf(stderr,
                "bench_train_step: %s\nusage: bench_train_step [--mode train|infer] [--preset tiny32|paper64|FILE.json] "
                "[--batch B] [--iters N] [--warmup W] [--threads T] [--device cpu] [--precision f32|bf16] "
-               "[--peak-tflops X] [--check|--tight-check] [--ours-only] [--vocab FILE]\n",
+               "[--peak-tflops X] [--check|--tight-check] [--ours-only] [--flops-only] [--vocab FILE]\n",
                msg);
   std::exit(1);
 }
@@ -102,6 +103,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--check") o.check = true;
     else if (a == "--tight-check") o.check = o.tight_check = true;
     else if (a == "--ours-only") o.ours_only = true;
+    else if (a == "--flops-only") o.flops_only = o.ours_only = true;
     else usage(("unknown argument '" + a + "'").c_str());
   }
   if (o.mode != "train" && o.mode != "infer") usage(("unknown --mode '" + o.mode + "' (train, infer)").c_str());
@@ -118,6 +120,13 @@ Options parse(int argc, char** argv) {
 std::string preset_path(const std::string& preset) {
   if (preset.find('/') != std::string::npos || preset.find(".json") != std::string::npos) return preset;
   return std::string(ENGINE_SOURCE_DIR) + "/configs/" + preset + ".json";
+}
+
+// The preset's short name (file name without .json) for case names and JSON lines.
+std::string preset_name(const std::string& preset) {
+  std::string n = preset.substr(preset.find_last_of('/') + 1);
+  if (n.size() > 5 && n.compare(n.size() - 5, 5, ".json") == 0) n.resize(n.size() - 5);
+  return n;
 }
 
 std::string temp_path(const std::string& tag) {
@@ -211,10 +220,14 @@ json run_pytorch(const json& job) {
 // Not counted: elementwise work, norms, softmax, the FIR filters, the deformable-sampling
 // interpolation of MTM, the Fourier features' sines. That undercounts by a few per cent at most
 // (the GEMMs and convolutions dominate); both sides' MFU use the same count.
-double generator_flops(const nn::ParameterStore& store) {
+// Needs shapes only: works on an unmaterialised module (--flops-only counts paper64 on any machine).
+double generator_flops(nn::Module& model) {
   double macs = 0;
   auto has = [](const std::string& n, const char* s) { return n.find(s) != std::string::npos; };
-  for (const auto& [name, p] : store.parameters()) {
+  const auto params = model.named_parameters();
+  std::map<std::string, const nn::Parameter*> by_name;
+  for (const auto& [name, p] : params) by_name[name] = p;
+  for (const auto& [name, p] : params) {
     const std::vector<int64_t> shape(p->shape.begin(), p->shape.end());
     if (shape.size() < 2) continue;  // biases, norms, scales
     double numel = 1;
@@ -247,8 +260,8 @@ double generator_flops(const nn::ParameterStore& store) {
     } else if (has(name, ".experts.")) {
       const size_t e = name.find(".experts.");
       const std::string moe = name.substr(0, e);
-      const nn::Parameter* router = store.find(moe + ".router.weight");
-      const double experts = router ? double(router->shape[0]) : 1.0;
+      const auto router = by_name.find(moe + ".router.weight");
+      const double experts = router != by_name.end() ? double(router->second->shape[0]) : 1.0;
       macs += numel * px / experts;
     } else if (has(name, "cross_attn.to_kv")) {
       macs += numel * 76;
@@ -324,7 +337,7 @@ int run_train(const Options& o, const std::string& cfg_path, const aurora::Auror
   }
 
   const Measured ours = measure(step, o.warmup, o.iters);
-  const json ours_line = {{"bench", "train_step"},      {"side", "ours"},          {"preset", o.preset},
+  const json ours_line = {{"bench", "train_step"},      {"side", "ours"},          {"preset", preset_name(o.preset)},
                           {"device", o.device},         {"precision", o.precision}, {"batch", o.batch},
                           {"threads", o.threads},       {"iters", o.iters},        {"warmup", o.warmup},
                           {"r1_every_step", true},      {"median_ms", ours.median_ms},
@@ -336,7 +349,7 @@ int run_train(const Options& o, const std::string& cfg_path, const aurora::Auror
 
   const json ref = run_pytorch(job);
   std::printf("%s\n", ref.dump().c_str());
-  const std::string case_name = "train_step_" + o.preset.substr(o.preset.find_last_of('/') + 1);
+  const std::string case_name = "train_step_" + preset_name(o.preset);
   const double t_ref = ref["median_ms"].get<double>(), m_ref = ref["peak_bytes"].get<double>();
   std::printf("%-28s %12s %12s %8s %14s %14s %8s\n", "case", "ours ms", "torch ms", "ratio", "ours peak B",
               "torch peak B", "ratio");
@@ -370,6 +383,13 @@ int run_infer(const Options& o, const std::string& cfg_path, const aurora::Auror
   ENGINE_CHECK(config.has_discriminator, "bench_train_step: {} has no discriminator section (its text_dim sizes the "
                                          "text encoder's pooled output)", cfg_path);
   aurora::TextToImage model(gcfg, tc.small_text_encoder, config.discriminator.text_dim);
+  const double flops = generator_flops(model);
+  if (o.flops_only) {
+    const json line = {{"bench", "infer"}, {"preset", preset_name(o.preset)}, {"flops_per_image", flops},
+                       {"params_g", model.num_parameters()}};
+    std::printf("%s\n", line.dump().c_str());
+    return 0;
+  }
   nn::ParameterStore store;
   store.materialize(model, 5);
 
@@ -391,9 +411,8 @@ int run_infer(const Options& o, const std::string& cfg_path, const aurora::Auror
     ENGINE_CHECK(img.size(0) == o.batch, "bench_train_step: sample returned {} images", img.size(0));
   };
   const Measured ours = measure(fwd, o.warmup, o.iters);
-  const double flops = generator_flops(store);
   const double ips = double(o.batch) / (ours.median_ms / 1e3);
-  json ours_line = {{"bench", "infer"},        {"side", "ours"},          {"preset", o.preset},
+  json ours_line = {{"bench", "infer"},        {"side", "ours"},          {"preset", preset_name(o.preset)},
                     {"device", o.device},      {"precision", o.precision}, {"batch", o.batch},
                     {"threads", o.threads},    {"iters", o.iters},        {"median_ms", ours.median_ms},
                     {"images_per_s", ips},     {"flops_per_image", flops}, {"peak_bytes", ours.peak_bytes},
@@ -412,7 +431,7 @@ int run_infer(const Options& o, const std::string& cfg_path, const aurora::Auror
                     {"flops_per_image", flops}};
   const json ref = run_pytorch(job);
   std::printf("%s\n", ref.dump().c_str());
-  const std::string case_name = "infer_" + o.preset.substr(o.preset.find_last_of('/') + 1);
+  const std::string case_name = "infer_" + preset_name(o.preset);
   const double ips_ref = ref["images_per_s"].get<double>();
   std::printf("%-24s ours %.2f img/s, pytorch %.2f img/s, ratio (ours/pytorch, higher is better) %.3f; %.3g GFLOP/image\n",
               case_name.c_str(), ips, ips_ref, ips / ips_ref, flops / 1e9);
