@@ -27,7 +27,9 @@
 //   bench_train_step [--mode train|infer] [--preset tiny32|paper64|FILE.json] [--batch B]
 //                    [--iters N] [--warmup W] [--threads T] [--device cpu] [--precision f32|bf16]
 //                    [--peak-tflops X] [--check|--tight-check] [--ours-only] [--flops-only] [--vocab FILE]
+// Environment: BENCH_PYTHON = the interpreter of the PyTorch side (default /usr/bin/python3).
 // --flops-only (infer): print the FLOP count of one image's forward without building weights.
+// --check (infer): compares the mean and mean |x| of the images of both sides (bf16: loose).
 // --check (train): compares the first step's g_loss, d_loss and r1 of both sides (a guard that
 // they run the same computation; exit 2 on a mismatch); --tight-check holds r1 to 2e-3 too (for a
 // config with d_lr = 0, where D's first update cannot amplify rounding; see run_train).
@@ -192,8 +194,15 @@ Measured measure(const std::function<void()>& fn, int warmup, int iters) {
   return m;
 }
 
+// The interpreter of the PyTorch side: BENCH_PYTHON when set (a GPU machine's PyTorch 2.x),
+// else the one CMake recorded (/usr/bin/python3, Debian's python3-torch 1.13 CPU).
+std::string python() {
+  const char* env = std::getenv("BENCH_PYTHON");
+  return env && *env ? env : ENGINE_PYTHON;
+}
+
 json run_pytorch(const json& job) {
-  const std::string cmd = std::string(ENGINE_PYTHON) + " " + ENGINE_SOURCE_DIR + "/bench/torch_train_step.py '" +
+  const std::string cmd = python() + " " + ENGINE_SOURCE_DIR + "/bench/torch_train_step.py '" +
                           job.dump() + "'";
   const std::string out = bench::run_command(cmd, "bench_train_step");
   // The last non-empty line is the JSON result (torch may print warnings before it).
@@ -274,9 +283,11 @@ double generator_flops(nn::Module& model) {
   return 2.0 * macs;
 }
 
-void print_bench_line(const std::string& case_name, const char* metric, double ours, double ref) {
-  std::printf("BENCH case=%s metric=%s ours=%.6g ref=%.6g ratio=%.4f ref_name=pytorch-cpu\n", case_name.c_str(), metric,
-              ours, ref, ref > 0 ? ours / ref : 0.0);
+// DESIGN.md section 13; ref_name pytorch-cpu or pytorch-cuda.
+void print_bench_line(const std::string& case_name, const char* metric, double ours, double ref, const std::string& device) {
+  const std::string ref_name = device.rfind("cuda", 0) == 0 ? "pytorch-cuda" : "pytorch-cpu";
+  std::printf("BENCH case=%s metric=%s ours=%.6g ref=%.6g ratio=%.4f ref_name=%s\n", case_name.c_str(), metric, ours, ref,
+              ref > 0 ? ours / ref : 0.0, ref_name.c_str());
 }
 
 int run_train(const Options& o, const std::string& cfg_path, const aurora::AuroraConfig& config) {
@@ -355,8 +366,8 @@ int run_train(const Options& o, const std::string& cfg_path, const aurora::Auror
               "torch peak B", "ratio");
   std::printf("%-28s %12.2f %12.2f %8.3f %14lld %14.0f %8.3f\n", case_name.c_str(), ours.median_ms, t_ref,
               ours.median_ms / t_ref, (long long)ours.peak_bytes, m_ref, m_ref > 0 ? double(ours.peak_bytes) / m_ref : 0.0);
-  print_bench_line(case_name, "time_ms", ours.median_ms, t_ref);
-  print_bench_line(case_name, "peak_bytes", double(ours.peak_bytes), m_ref);
+  print_bench_line(case_name, "time_ms", ours.median_ms, t_ref, o.device);
+  print_bench_line(case_name, "peak_bytes", double(ours.peak_bytes), m_ref, o.device);
 
   int rc = 0;
   if (o.check) {
@@ -404,11 +415,12 @@ int run_infer(const Options& o, const std::string& cfg_path, const aurora::Auror
   const Tensor ids = from_vector_i64(ids_v, {o.batch, 77});
   Generator gen(9);
   const Tensor z = randn({o.batch, gcfg.z_dim}, gen);
+  Tensor last;
   auto fwd = [&] {
     autograd::NoGradGuard no_grad;
     const aurora::TextToImage::Text text = model.encode(ids);
-    const Tensor img = model.synthesize(text, z, 1.0);
-    ENGINE_CHECK(img.size(0) == o.batch, "bench_train_step: sample returned {} images", img.size(0));
+    last = model.synthesize(text, z, 1.0);
+    ENGINE_CHECK(last.size(0) == o.batch, "bench_train_step: sample returned {} images", last.size(0));
   };
   const Measured ours = measure(fwd, o.warmup, o.iters);
   const double ips = double(o.batch) / (ours.median_ms / 1e3);
@@ -418,6 +430,9 @@ int run_infer(const Options& o, const std::string& cfg_path, const aurora::Auror
                     {"images_per_s", ips},     {"flops_per_image", flops}, {"peak_bytes", ours.peak_bytes},
                     {"params_g", store.numel()}};
   if (o.peak_tflops > 0) ours_line["mfu"] = ips * flops / (o.peak_tflops * 1e12);
+  // Summary of the images (for --check: both sides generate the same images).
+  const Tensor host = last.to(Device::cpu()).to(DType::f32);
+  ours_line["images"] = {{"mean", mean(host).item()}, {"abs_mean", mean(abs(host)).item()}};
   std::printf("%s\n", ours_line.dump().c_str());
   if (o.ours_only) return 0;
 
@@ -435,9 +450,19 @@ int run_infer(const Options& o, const std::string& cfg_path, const aurora::Auror
   const double ips_ref = ref["images_per_s"].get<double>();
   std::printf("%-24s ours %.2f img/s, pytorch %.2f img/s, ratio (ours/pytorch, higher is better) %.3f; %.3g GFLOP/image\n",
               case_name.c_str(), ips, ips_ref, ips / ips_ref, flops / 1e9);
-  print_bench_line(case_name, "images_per_s", ips, ips_ref);
-  print_bench_line(case_name, "time_ms", ours.median_ms, ref["median_ms"].get<double>());
-  return 0;
+  print_bench_line(case_name, "images_per_s", ips, ips_ref, o.device);
+  print_bench_line(case_name, "time_ms", ours.median_ms, ref["median_ms"].get<double>(), o.device);
+  int rc = 0;
+  if (o.check) {
+    for (const char* k : {"mean", "abs_mean"}) {
+      const double a = ours_line["images"][k].get<double>(), b = ref["images"][k].get<double>();
+      const double rtol = o.precision == "bf16" ? 3e-2 : 2e-3;  // bf16 GEMM inputs: 8-bit mantissas
+      const bool ok = std::abs(a - b) <= rtol * std::abs(b) + 1e-5;
+      std::printf("check images %s: ours=%.7g pytorch=%.7g %s\n", k, a, b, ok ? "ok" : "MISMATCH");
+      if (!ok) rc = 2;
+    }
+  }
+  return rc;
 }
 
 }  // namespace

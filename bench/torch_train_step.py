@@ -282,6 +282,9 @@ def main():
         if job.get("peak_tflops", 0) > 0:
             res["mfu"] = res["images_per_s"] * res["flops_per_image"] / (job["peak_tflops"] * 1e12)
         res.update(peak(s.infer, dev))
+        img = s.infer()
+        img = img[max(img)].float()
+        res["images"] = {"mean": img.mean().item(), "abs_mean": img.abs().mean().item()}
     print(json.dumps(res))
 
 

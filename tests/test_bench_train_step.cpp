@@ -5,7 +5,8 @@
 //          d_lr = 0 (so D's first AdamW step cannot amplify rounding, see bench_train_step.cpp)
 //          --tight-check holds g_loss, d_loss and r1 of the two sides to 2e-3: the guard that the
 //          PyTorch step built from the parity references is the trainer's step;
-//   infer  images/s of both sides and the same FLOP count on both lines.
+//   infer  images/s of both sides, the same FLOP count on both lines, and --check: the mean and
+//          mean |x| of both sides' images agree to 2e-3 (the same generator on both sides).
 // The path of the bench comes from CMake (BENCH_TRAIN_STEP_BINARY, bench/CMakeLists.txt). Not a
 // performance test: one iteration of a tiny model, no timing assertions.
 #include <doctest/doctest.h>
@@ -95,7 +96,7 @@ TEST_CASE("bench_train_step: inference images/s on both sides with one FLOP coun
   engine::test::TempDir dir("bench_train_step");
   const std::string cfg = write_micro_config(dir);
   const Run r = run_bench("--mode infer --preset " + cfg + " --batch 2 --iters 1 --warmup 0 --threads 1 "
-                          "--peak-tflops 1 --vocab " + engine::test::kVocab);
+                          "--peak-tflops 1 --check --vocab " + engine::test::kVocab);
   INFO(r.out);
   REQUIRE(r.rc == 0);
   const json* ours = side(r, "ours");
@@ -107,6 +108,8 @@ TEST_CASE("bench_train_step: inference images/s on both sides with one FLOP coun
   CHECK(ours->at("flops_per_image").get<double>() > 0);
   CHECK(ours->at("flops_per_image") == ref->at("flops_per_image"));
   CHECK(ours->at("mfu").get<double>() > 0);
+  CHECK(r.out.find("check images abs_mean") != std::string::npos);
+  CHECK(r.out.find("MISMATCH") == std::string::npos);
 }
 
 TEST_CASE("bench_train_step: devices and precisions this build lacks are refused") {
