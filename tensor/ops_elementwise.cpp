@@ -11,6 +11,9 @@
 
 #include "autograd/formulas/elementwise.h"
 #include "tensor/cpu/elementwise.h"
+#if ENGINE_WITH_CUDA
+#include "tensor/cuda/elementwise.h"
+#endif
 #include "tensor/kernels/elementwise.h"
 #include "tensor/op_helpers.h"
 #include "tensor/ops.h"
@@ -26,11 +29,16 @@ template <typename F>
 Tensor binary_float(const char* name, const Tensor& a, const Tensor& b, F f) {
   check_same(name, a, b);
   check_floating(name, a);
-  check_cpu(name, a);
   Tensor out = empty(broadcast_shapes(a.sizes(), b.sizes(), name), opts(a.dtype(), a.device()));
   dispatch_floating(a.dtype(), name, [&](auto zero) {
     using T = decltype(zero);
-    cpu::map_binary<T, T>(out, a, b, f);
+    if (use_cuda(name, a)) {
+#if ENGINE_WITH_CUDA
+      cuda::map_binary<T, T>(out, a, b, f);
+#endif
+    } else {
+      cpu::map_binary<T, T>(out, a, b, f);
+    }
   });
   return out;
 }
@@ -38,11 +46,16 @@ Tensor binary_float(const char* name, const Tensor& a, const Tensor& b, F f) {
 template <typename F>
 Tensor unary_float(const char* name, const Tensor& x, F f) {
   check_floating(name, x);
-  check_cpu(name, x);
   Tensor out = empty(x.sizes(), opts(x.dtype(), x.device()));
   dispatch_floating(x.dtype(), name, [&](auto zero) {
     using T = decltype(zero);
-    cpu::map_unary<T, T>(out, x, f);
+    if (use_cuda(name, x)) {
+#if ENGINE_WITH_CUDA
+      cuda::map_unary<T, T>(out, x, f);
+#endif
+    } else {
+      cpu::map_unary<T, T>(out, x, f);
+    }
   });
   return out;
 }
@@ -52,11 +65,16 @@ template <typename F>
 Tensor compare(const char* name, const Tensor& a, const Tensor& b, F f) {
   ENGINE_OP(name, a, b);
   check_same(name, a, b);
-  check_cpu(name, a);
   Tensor out = empty(broadcast_shapes(a.sizes(), b.sizes(), name), opts(DType::boolean, a.device()));
   dispatch_numeric(a.dtype(), name, [&](auto zero) {
     using T = decltype(zero);
-    cpu::map_binary<uint8_t, T>(out, a, b, f);
+    if (use_cuda(name, a)) {
+#if ENGINE_WITH_CUDA
+      cuda::map_binary<uint8_t, T>(out, a, b, f);
+#endif
+    } else {
+      cpu::map_binary<uint8_t, T>(out, a, b, f);
+    }
   });
   return out;
 }
@@ -65,11 +83,16 @@ Tensor compare(const char* name, const Tensor& a, const Tensor& b, F f) {
 template <typename F>
 Tensor compare_unary(const char* name, const Tensor& x, F f) {
   ENGINE_OP(name, x);
-  check_cpu(name, x);
   Tensor out = empty(x.sizes(), opts(DType::boolean, x.device()));
   dispatch_numeric(x.dtype(), name, [&](auto zero) {
     using T = decltype(zero);
-    cpu::map_unary<uint8_t, T>(out, x, f);
+    if (use_cuda(name, x)) {
+#if ENGINE_WITH_CUDA
+      cuda::map_unary<uint8_t, T>(out, x, f);
+#endif
+    } else {
+      cpu::map_unary<uint8_t, T>(out, x, f);
+    }
   });
   return out;
 }
@@ -245,12 +268,17 @@ Tensor where(const Tensor& condition, const Tensor& a, const Tensor& b) {
   check_same("where", a, b);
   ENGINE_CHECK(condition.device() == a.device(), "where: device mismatch, condition on {} vs values on {}",
                condition.device().str(), a.device().str());
-  check_cpu("where", a);
   const Dims shape = broadcast_shapes(broadcast_shapes(condition.sizes(), a.sizes(), "where"), b.sizes(), "where");
   Tensor out = empty(shape, opts(a.dtype(), a.device()));
   dispatch_numeric(a.dtype(), "where", [&](auto zero) {
     using T = decltype(zero);
-    cpu::map_ternary<T, uint8_t, T, T>(out, condition, a, b, K::WhereFn{});
+    if (use_cuda("where", a)) {
+#if ENGINE_WITH_CUDA
+      cuda::map_ternary<T, uint8_t, T, T>(out, condition, a, b, K::WhereFn{});
+#endif
+    } else {
+      cpu::map_ternary<T, uint8_t, T, T>(out, condition, a, b, K::WhereFn{});
+    }
   });
   F::where(condition, a, b, out);
   return out;
@@ -304,15 +332,22 @@ Tensor maxmin_backward(const Tensor& g, const Tensor& a, const Tensor& b, bool i
   check_same(name, g, a);
   check_same(name, a, b);
   check_floating(name, g);
-  check_cpu(name, g);
   const Dims shape = broadcast_shapes(broadcast_shapes(g.sizes(), a.sizes(), name), b.sizes(), name);
   Tensor out = empty(shape, opts(g.dtype(), g.device()));
   dispatch_floating(g.dtype(), name, [&](auto zero) {
     using T = decltype(zero);
-    if (is_min)
+    if (use_cuda(name, g)) {
+#if ENGINE_WITH_CUDA
+      if (is_min)
+        cuda::map_ternary<T, T, T, T>(out, g, a, b, K::MinGradFn{});
+      else
+        cuda::map_ternary<T, T, T, T>(out, g, a, b, K::MaxGradFn{});
+#endif
+    } else if (is_min) {
       cpu::map_ternary<T, T, T, T>(out, g, a, b, K::MinGradFn{});
-    else
+    } else {
       cpu::map_ternary<T, T, T, T>(out, g, a, b, K::MaxGradFn{});
+    }
   });
   F::maxmin_backward(g, a, b, is_min, out);
   return out;

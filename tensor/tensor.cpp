@@ -10,7 +10,13 @@
 #include "tensor/backend.h"
 #include "tensor/cpu/loops.h"
 #include "tensor/dispatch.h"
+#include "tensor/kernels/convert.h"
 #include "tensor/kernels/philox.h"
+#include "tensor/op_helpers.h"
+#if ENGINE_WITH_CUDA
+#include "tensor/cuda/copy.h"
+#include "tensor/cuda/random.h"
+#endif
 #include "tensor/memory/profiler.h"
 #include "tensor/ops.h"
 
@@ -124,35 +130,8 @@ void* Tensor::raw_data() const {
 }
 
 namespace {
-double load_as_double(const void* p, DType t) {
-  switch (t) {
-    case DType::f32: return *static_cast<const float*>(p);
-    case DType::f64: return *static_cast<const double*>(p);
-    case DType::bf16: return bf16_to_f32(*static_cast<const uint16_t*>(p));
-    case DType::f16: return f16_to_f32(*static_cast<const uint16_t*>(p));
-    case DType::i32: return *static_cast<const int32_t*>(p);
-    case DType::i64: return double(*static_cast<const int64_t*>(p));
-    case DType::u8: return *static_cast<const uint8_t*>(p);
-    case DType::boolean: return *static_cast<const uint8_t*>(p) ? 1.0 : 0.0;
-  }
-  return 0;
-}
-void store_from_double(void* p, DType t, double v) {
-  switch (t) {
-    case DType::f32: *static_cast<float*>(p) = float(v); break;
-    case DType::f64: *static_cast<double*>(p) = v; break;
-    case DType::bf16: *static_cast<uint16_t*>(p) = f32_to_bf16(float(v)); break;
-    case DType::f16: *static_cast<uint16_t*>(p) = f32_to_f16(float(v)); break;
-    case DType::i32: *static_cast<int32_t*>(p) = int32_t(v); break;
-    case DType::i64: *static_cast<int64_t*>(p) = int64_t(v); break;
-    case DType::u8: *static_cast<uint8_t*>(p) = uint8_t(v); break;
-    case DType::boolean: *static_cast<uint8_t*>(p) = v != 0 ? 1 : 0; break;
-  }
-}
-void require_cpu(const Tensor& t, const char* op) {
-  ENGINE_CHECK(t.device().is_cpu(), "{}: no CUDA kernel yet for {} (tensor on {}); move it to the CPU with .to(Device::cpu())",
-               op, op, t.device().str());
-}
+double load_as_double(const void* p, DType t) { return kernels::load_as_double(p, int(t)); }
+void store_from_double(void* p, DType t, double v) { kernels::store_from_double(p, int(t), v); }
 }  // namespace
 
 std::vector<double> Tensor::to_vector() const {
@@ -228,11 +207,9 @@ Tensor Tensor::expand(const Dims& s) const { return engine::expand(*this, s); }
 Tensor Tensor::squeeze(int64_t d) const { return engine::squeeze(*this, d); }
 Tensor Tensor::unsqueeze(int64_t d) const { return engine::unsqueeze(*this, d); }
 Tensor Tensor::to(DType t) const { return engine::to_dtype(*this, t); }
-// Between devices: make the source contiguous on its own device, allocate the destination and
-// let the backend copy the bytes (backend.h). A non-contiguous device tensor cannot be made
-// contiguous on its device yet (no strided copy kernel), so for a device -> CPU copy the span of
-// storage the view covers comes over as is and is made contiguous on the CPU. Differentiable: the
-// gradient goes back with to().
+// Between devices: make the source contiguous on its own device (the CPU loop or the CUDA strided
+// copy), allocate the destination and let the backend copy the bytes (backend.h).
+// Differentiable: the gradient goes back with to().
 Tensor Tensor::to(Device d) const {
   if (d == device()) return *this;
   memory::OpScope scope("to_device");
@@ -244,23 +221,9 @@ Tensor Tensor::to(Device d) const {
   {
     autograd::NoGradGuard no_grad;
     const Tensor x = detach();
-    if (device().is_cpu() || is_contiguous() || numel() == 0) {
-      const Tensor src = x.contiguous();
-      out = empty(sizes(), out_options);
-      backend::copy_bytes(out.raw_data(), d, src.raw_data(), src.device(), src.nbytes(), "to");
-    } else {
-      ENGINE_CHECK(d.is_cpu(), "to: copying a non-contiguous tensor from {} to {} needs a strided CUDA copy kernel (not yet); go through the CPU",
-                   device().str(), d.str());
-      int64_t lo = offset(), hi = offset();  // element range [lo, hi] of storage the view reads
-      for (int k = 0; k < dim(); ++k) (strides()[k] < 0 ? lo : hi) += (sizes()[k] - 1) * strides()[k];
-      Tensor span = empty({hi - lo + 1}, opts(dtype(), Device::cpu()));
-      const size_t es = dtype_size(dtype());
-      backend::copy_bytes(span.raw_data(), span.device(), static_cast<const char*>(storage()->data) + lo * int64_t(es),
-                          device(), span.nbytes(), "to");
-      out = empty(sizes(), out_options);
-      copy_(out, make_view(span, sizes(), strides(), offset() - lo));
-      out.storage()->version = 0;
-    }
+    const Tensor src = x.contiguous();  // on its own device (the CUDA strided copy for a view)
+    out = empty(sizes(), out_options);
+    backend::copy_bytes(out.raw_data(), d, src.raw_data(), src.device(), src.nbytes(), "to");
   }
   if (auto node = autograd::record("ToDeviceBackward", {*this}, {out})) {
     const Device from = device();
@@ -377,9 +340,11 @@ Tensor make_view(const Tensor& base, const Dims& sizes, const Dims& strides, int
 // ---- Random ----------------------------------------------------------------------------------
 
 namespace {
+// Element i of a draw is f(seed, offset + i) (Note [counter-based RNG]), stored in the requested
+// dtype; the generator advances by numel. CUDA options draw on the device with the same bodies
+// (tensor/cuda/random.h), so the values do not depend on the device (docs/cuda.md "Random numbers").
 template <typename Draw>
-Tensor draw(const Dims& sizes, Generator& gen, TensorOptions o, const char* op, Draw f) {
-  ENGINE_CHECK(o.device.is_cpu(), "{}: draw on the CPU and copy with .to(device)", op);
+Tensor draw(const Dims& sizes, Generator& gen, TensorOptions o, Draw f) {
   Tensor t = empty(sizes, o);
   const int64_t n = t.numel();
   const uint64_t seed = gen.seed, offset = gen.offset;
@@ -391,17 +356,44 @@ Tensor draw(const Dims& sizes, Generator& gen, TensorOptions o, const char* op, 
   gen.offset += uint64_t(n);
   return t;
 }
+
+// Which backend draws: the CUDA kernels for a CUDA device (use_cuda's error in a CPU-only build).
+bool draw_on_cuda(const TensorOptions& o, const char* op) {
+  if (!o.device.is_cuda()) return false;
+#if ENGINE_WITH_CUDA
+  (void)op;
+  return true;
+#else
+  throw Error(fmt::format("{}: options on {} but this build has no CUDA backend (configure with -DENGINE_CUDA=ON)",
+                          op, o.device.str()));
+#endif
+}
 }  // namespace
 
 Tensor randn(const Dims& sizes, Generator& gen, TensorOptions o) {
-  return draw(sizes, gen, o, "randn", [](uint64_t s, uint64_t i) { return kernels::normal_at(s, i); });
+  if (draw_on_cuda(o, "randn")) {
+#if ENGINE_WITH_CUDA
+    return cuda::randn(sizes, gen, o);
+#endif
+  }
+  return draw(sizes, gen, o, [](uint64_t s, uint64_t i) { return kernels::normal_at(s, i); });
 }
 Tensor rand(const Dims& sizes, Generator& gen, TensorOptions o) {
-  return draw(sizes, gen, o, "rand", [](uint64_t s, uint64_t i) { return kernels::uniform_at(s, i); });
+  if (draw_on_cuda(o, "rand")) {
+#if ENGINE_WITH_CUDA
+    return cuda::rand(sizes, gen, o);
+#endif
+  }
+  return draw(sizes, gen, o, [](uint64_t s, uint64_t i) { return kernels::uniform_at(s, i); });
 }
 Tensor randint(const Dims& sizes, int64_t high, Generator& gen, TensorOptions o) {
   ENGINE_CHECK(high > 0, "randint: high must be positive, got {}", high);
-  return draw(sizes, gen, o, "randint", [high](uint64_t s, uint64_t i) {
+  if (draw_on_cuda(o, "randint")) {
+#if ENGINE_WITH_CUDA
+    return cuda::randint(sizes, high, gen, o);
+#endif
+  }
+  return draw(sizes, gen, o, [high](uint64_t s, uint64_t i) {
     return std::floor(kernels::uniform_at(s, i) * double(high));
   });
 }
@@ -415,7 +407,6 @@ void bump_version(const Tensor& t, const char* op) {
 
 namespace {
 void check_inplace(const Tensor& dst, const char* op) {
-  require_cpu(dst, op);
   ENGINE_CHECK(!autograd::grad_enabled() || !dst.requires_grad(),
                "{}: in-place write to a tensor that requires grad; wrap it in NoGradGuard", op);
 }
@@ -424,8 +415,14 @@ void check_inplace(const Tensor& dst, const char* op) {
 void copy_(const Tensor& dst, const Tensor& src) {
   memory::OpScope scope("copy_");
   check_inplace(dst, "copy_");
-  require_cpu(src, "copy_");
   broadcast_shapes(dst.sizes(), src.sizes(), "copy_");
+  if (use_cuda("copy_", dst) || use_cuda("copy_", src)) {
+#if ENGINE_WITH_CUDA
+    cuda::copy_(dst, src);
+#endif
+    bump_version(dst, "copy_");
+    return;
+  }
   const Dims& shape = dst.sizes();
   const std::array<Dims, 2> st = {dst.strides(), cpu::broadcast_strides(src, shape)};
   char* d = static_cast<char*>(dst.raw_data());
@@ -460,6 +457,13 @@ void copy_(const Tensor& dst, const Tensor& src) {
 void fill_(const Tensor& dst, double value) {
   memory::OpScope scope("fill_");
   check_inplace(dst, "fill_");
+  if (use_cuda("fill_", dst)) {
+#if ENGINE_WITH_CUDA
+    cuda::fill_(dst, value);
+#endif
+    bump_version(dst, "fill_");
+    return;
+  }
   char* d = static_cast<char*>(dst.raw_data());
   const DType dt = dst.dtype();
   const size_t es = dtype_size(dt);
@@ -476,10 +480,16 @@ void zero_(const Tensor& dst) { fill_(dst, 0.0); }
 void add_(const Tensor& dst, const Tensor& src, double alpha) {
   memory::OpScope scope("add_");
   check_inplace(dst, "add_");
-  require_cpu(src, "add_");
   ENGINE_CHECK(dst.dtype() == src.dtype(), "add_: dtype mismatch {} vs {}", dtype_name(dst.dtype()),
                dtype_name(src.dtype()));
   broadcast_shapes(dst.sizes(), src.sizes(), "add_");
+  if (use_cuda("add_", dst) || use_cuda("add_", src)) {
+#if ENGINE_WITH_CUDA
+    cuda::add_(dst, src, alpha);
+#endif
+    bump_version(dst, "add_");
+    return;
+  }
   const std::array<Dims, 2> st = {dst.strides(), cpu::broadcast_strides(src, dst.sizes())};
   dispatch_floating(dst.dtype(), "add_", [&](auto zero) {
     using T = decltype(zero);
@@ -494,6 +504,13 @@ void add_(const Tensor& dst, const Tensor& src, double alpha) {
 void mul_(const Tensor& dst, double value) {
   memory::OpScope scope("mul_");
   check_inplace(dst, "mul_");
+  if (use_cuda("mul_", dst)) {
+#if ENGINE_WITH_CUDA
+    cuda::mul_(dst, value);
+#endif
+    bump_version(dst, "mul_");
+    return;
+  }
   dispatch_floating(dst.dtype(), "mul_", [&](auto zero) {
     using T = decltype(zero);
     T* d = dst.data<T>();
@@ -503,51 +520,9 @@ void mul_(const Tensor& dst, double value) {
   bump_version(dst, "mul_");
 }
 
-// ---- f16 conversions ---------------------------------------------------------------------------
+// ---- f16 conversions (the bodies are kernels/convert.h's, shared with the CUDA copy) ------------
 
-uint16_t f32_to_f16(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  const uint32_t sign = (x >> 16) & 0x8000u;
-  const int32_t exp = int32_t((x >> 23) & 0xff) - 127 + 15;
-  uint32_t mant = x & 0x7fffffu;
-  if (((x >> 23) & 0xff) == 0xff) return uint16_t(sign | 0x7c00u | (mant ? 0x200u : 0));  // inf/nan
-  if (exp >= 31) return uint16_t(sign | 0x7c00u);                                        // overflow
-  if (exp <= 0) {                                                                          // subnormal
-    if (exp < -10) return uint16_t(sign);
-    mant |= 0x800000u;
-    const int shift = 14 - exp;
-    uint32_t half = mant >> shift;
-    const uint32_t rem = mant & ((1u << shift) - 1), halfway = 1u << (shift - 1);
-    if (rem > halfway || (rem == halfway && (half & 1u))) ++half;
-    return uint16_t(sign | half);
-  }
-  uint32_t half = sign | (uint32_t(exp) << 10) | (mant >> 13);
-  const uint32_t rem = mant & 0x1fffu;
-  if (rem > 0x1000u || (rem == 0x1000u && (half & 1u))) ++half;  // may carry into the exponent: fine
-  return uint16_t(half);
-}
-
-float f16_to_f32(uint16_t h) {
-  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
-  uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ffu;
-  uint32_t x;
-  if (exp == 0) {
-    if (mant == 0) {
-      x = sign;
-    } else {  // subnormal: normalise
-      int e = -1;
-      do { ++e; mant <<= 1; } while (!(mant & 0x400u));
-      x = sign | (uint32_t(127 - 15 - e) << 23) | ((mant & 0x3ffu) << 13);
-    }
-  } else if (exp == 31) {
-    x = sign | 0x7f800000u | (mant << 13);
-  } else {
-    x = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-  }
-  float f;
-  std::memcpy(&f, &x, 4);
-  return f;
-}
+uint16_t f32_to_f16(float f) { return kernels::f32_to_f16_bits(f); }
+float f16_to_f32(uint16_t h) { return kernels::f16_bits_to_f32(h); }
 
 }  // namespace engine

@@ -11,12 +11,12 @@ static_assert(kStridedMaxDims == kMaxDims, "StridedGeometry must hold every tens
 
 namespace {
 
-void check_operand(const char* op, const char* role, const Tensor& t, const Tensor& out, DType dtype) {
+void check_operand(const char* op, const char* role, const Tensor& t, const Tensor& out, bool dtype_ok) {
   ENGINE_CHECK(t.defined(), "{}: {} is an undefined tensor", op, role);
   ENGINE_CHECK(t.device() == out.device(), "{}: {} is on {} but the output is on {}", op, role,
                t.device().str(), out.device().str());
-  ENGINE_CHECK(t.dtype() == dtype, "{}: {} has dtype {}, expected {}", op, role, dtype_name(t.dtype()),
-               dtype_name(dtype));
+  ENGINE_CHECK(dtype_ok, "{}: {} has dtype {}, which the kernel was not instantiated for", op, role,
+               dtype_name(t.dtype()));
   if (&t == &out) {
     // Two threads must never write the same element: no broadcast (stride-0) output dims.
     for (int d = 0; d < out.dim(); ++d)
@@ -55,25 +55,31 @@ StridedGeometry<N> strided_geometry(const Dims& shape, const std::array<Dims, N>
   return g;
 }
 
+template <int N>
+StridedGeometry<N> elementwise_geometry(const char* op, const Tensor& out,
+                                        const std::array<const Tensor*, N - 1>& inputs,
+                                        const std::array<bool, N>& dtype_ok) {
+  check_device(out.device(), op);
+  check_operand(op, "the output", out, out, dtype_ok[0]);
+  std::array<Dims, N> strides;
+  strides[0] = out.strides();
+  for (int k = 0; k + 1 < N; ++k) {
+    const std::string role = fmt::format("input {}", k);
+    check_operand(op, role.c_str(), *inputs[size_t(k)], out, dtype_ok[size_t(k + 1)]);
+    strides[size_t(k + 1)] = cpu::broadcast_strides(*inputs[size_t(k)], out.sizes());
+  }
+  return strided_geometry<N>(out.sizes(), strides);
+}
+
+template StridedGeometry<1> strided_geometry<1>(const Dims&, const std::array<Dims, 1>&);
 template StridedGeometry<2> strided_geometry<2>(const Dims&, const std::array<Dims, 2>&);
 template StridedGeometry<3> strided_geometry<3>(const Dims&, const std::array<Dims, 3>&);
-
-StridedGeometry<2> unary_geometry(const char* op, const Tensor& out, const Tensor& x, DType out_dtype,
-                                  DType in_dtype) {
-  check_device(out.device(), op);
-  check_operand(op, "output", out, out, out_dtype);
-  check_operand(op, "input", x, out, in_dtype);
-  return strided_geometry<2>(out.sizes(), {out.strides(), cpu::broadcast_strides(x, out.sizes())});
-}
-
-StridedGeometry<3> binary_geometry(const char* op, const Tensor& out, const Tensor& x, const Tensor& y,
-                                   DType out_dtype, DType in_dtype) {
-  check_device(out.device(), op);
-  check_operand(op, "output", out, out, out_dtype);
-  check_operand(op, "first input", x, out, in_dtype);
-  check_operand(op, "second input", y, out, in_dtype);
-  return strided_geometry<3>(out.sizes(), {out.strides(), cpu::broadcast_strides(x, out.sizes()),
-                                cpu::broadcast_strides(y, out.sizes())});
-}
+template StridedGeometry<4> strided_geometry<4>(const Dims&, const std::array<Dims, 4>&);
+template StridedGeometry<2> elementwise_geometry<2>(const char*, const Tensor&, const std::array<const Tensor*, 1>&,
+                                                    const std::array<bool, 2>&);
+template StridedGeometry<3> elementwise_geometry<3>(const char*, const Tensor&, const std::array<const Tensor*, 2>&,
+                                                    const std::array<bool, 3>&);
+template StridedGeometry<4> elementwise_geometry<4>(const char*, const Tensor&, const std::array<const Tensor*, 3>&,
+                                                    const std::array<bool, 4>&);
 
 }  // namespace engine::cuda

@@ -1,32 +1,20 @@
-// elementwise.h (cuda): apply a portable functor of tensor/kernels/elementwise.h over 1 or 2
+// elementwise.h (cuda): apply a portable functor of tensor/kernels/elementwise.h over 1, 2 or 3
 // broadcast, strided CUDA operands. Same contract as tensor/cpu/elementwise.h, so the op layer
 // picks the backend with one branch and shares everything else (shape inference, checks, the
 // output allocation, autograd):
 //
-//   template <typename F>
-//   Tensor binary_float(const char* name, const Tensor& a, const Tensor& b, F f) {
-//     check_same(name, a, b);            // same dtype and same device
-//     check_floating(name, a);
-//     Tensor out = empty(broadcast_shapes(a.sizes(), b.sizes(), name), opts(a.dtype(), a.device()));
-//     dispatch_floating(a.dtype(), name, [&](auto zero) {
-//       using T = decltype(zero);
-//       if (a.device().is_cuda()) cuda::map_binary<T, T>(out, a, b, f);
-//       else cpu::map_binary<T, T>(out, a, b, f);
-//     });
-//     return out;
-//   }
+//   dispatch_floating(a.dtype(), name, [&](auto zero) {
+//     using T = decltype(zero);
+//     if (use_cuda(name, a)) cuda::map_binary<T, T>(out, a, b, f);
+//     else cpu::map_binary<T, T>(out, a, b, f);
+//   });
 //
-// (ops_elementwise.cpp is not wired yet; today its check_cpu() rejects CUDA tensors.)
-//
-// The kernels are compiled by nvcc in elementwise.cu, which explicitly instantiates the
-// launchers for every (dtype, functor) pair listed there: f32 and f64 with AddFn, SubFn, MulFn,
-// DivFn (binary) and NegFn, ExpFn, LogFn, AddScalarFn, MulScalarFn, RSubScalarFn, RDivScalarFn
-// (unary). Using another functor here compiles but fails to link with an undefined
-// launch_map_binary / launch_map_unary: add it to the list at the end of elementwise.cu.
-//
-// Launches are asynchronous on the device's compute stream (device.h).
+// The kernels are templates defined in elementwise.cu and explicitly instantiated there for every
+// (element types, functor) the engine uses: a missing one is a link error naming it
+// (`launch_map_binary<float, float, kernels::NewFn>`), never a silent fallback.
 #pragma once
 #include <array>
+#include <cstdint>
 
 #include "tensor/cuda/device.h"
 #include "tensor/cuda/elementwise_launch.h"
@@ -35,45 +23,57 @@
 
 namespace engine::cuda {
 
-// The coalesced geometry of `shape` for operands with the given (already broadcast) strides,
-// operand 0 being the output; no checks. Instantiated for N = 2 and 3.
+// The coalesced geometry of operands (operand 0 = the output) over `shape` (elementwise.cpp).
 template <int N>
 StridedGeometry<N> strided_geometry(const Dims& shape, const std::array<Dims, N>& strides);
 
-// Geometry of `out` and the inputs broadcast to out's shape, coalesced like the CPU loop.
-// Checks (engine::Error naming `op`): every tensor is on out's CUDA device, out's dtype is
-// `out_dtype`, each input's dtype is `in_dtype`, each input broadcasts to out's shape.
-StridedGeometry<2> unary_geometry(const char* op, const Tensor& out, const Tensor& x, DType out_dtype,
-                                  DType in_dtype);
-StridedGeometry<3> binary_geometry(const char* op, const Tensor& out, const Tensor& x, const Tensor& y,
-                                   DType out_dtype, DType in_dtype);
+// Checks (device, broadcastability, no stride-0 output dims) and the geometry of out = f(inputs).
+// `dtype_ok[k]` says whether operand k has the element type the kernel was instantiated for.
+template <int N>
+StridedGeometry<N> elementwise_geometry(const char* op, const Tensor& out,
+                                        const std::array<const Tensor*, N - 1>& inputs,
+                                        const std::array<bool, N>& dtype_ok);
 
-// The C++ element type -> DType (float, double).
+// Whether a tensor of dtype `d` stores elements of C++ type T (bool tensors are uint8_t storage).
 template <typename T>
-constexpr DType dtype_of();
-template <>
-constexpr DType dtype_of<float>() { return DType::f32; }
-template <>
-constexpr DType dtype_of<double>() { return DType::f64; }
+constexpr bool holds(DType d) {
+  if constexpr (std::is_same_v<T, float>) return d == DType::f32;
+  else if constexpr (std::is_same_v<T, double>) return d == DType::f64;
+  else if constexpr (std::is_same_v<T, int32_t>) return d == DType::i32;
+  else if constexpr (std::is_same_v<T, int64_t>) return d == DType::i64;
+  else if constexpr (std::is_same_v<T, uint8_t>) return d == DType::u8 || d == DType::boolean;
+  else if constexpr (std::is_same_v<T, uint16_t>) return d == DType::bf16 || d == DType::f16;
+  else return false;
+}
 
-// out[i] = f(x[i]); x broadcast to out's shape. `out` is written in place (any strides).
 template <typename OutT, typename InT, typename F>
 void map_unary(const Tensor& out, const Tensor& x, F f) {
-  const StridedGeometry<2> g = unary_geometry("cuda::map_unary", out, x, dtype_of<OutT>(), dtype_of<InT>());
+  const StridedGeometry<2> g = elementwise_geometry<2>("cuda::map_unary", out, {&x},
+                                                       {holds<OutT>(out.dtype()), holds<InT>(x.dtype())});
   if (g.numel == 0) return;
   DeviceGuard guard(out.device());
   launch_map_unary<OutT, InT, F>(g, out.data<OutT>(), x.data<InT>(), f, compute_stream(out.device()));
 }
 
-// out[i] = f(x[i], y[i]); x and y broadcast to out's shape.
 template <typename OutT, typename InT, typename F>
 void map_binary(const Tensor& out, const Tensor& x, const Tensor& y, F f) {
-  const StridedGeometry<3> g =
-      binary_geometry("cuda::map_binary", out, x, y, dtype_of<OutT>(), dtype_of<InT>());
+  const StridedGeometry<3> g = elementwise_geometry<3>(
+      "cuda::map_binary", out, {&x, &y}, {holds<OutT>(out.dtype()), holds<InT>(x.dtype()), holds<InT>(y.dtype())});
   if (g.numel == 0) return;
   DeviceGuard guard(out.device());
   launch_map_binary<OutT, InT, F>(g, out.data<OutT>(), x.data<InT>(), y.data<InT>(), f,
                                   compute_stream(out.device()));
+}
+
+template <typename OutT, typename AT, typename BT, typename CT, typename F>
+void map_ternary(const Tensor& out, const Tensor& a, const Tensor& b, const Tensor& c, F f) {
+  const StridedGeometry<4> g = elementwise_geometry<4>(
+      "cuda::map_ternary", out, {&a, &b, &c},
+      {holds<OutT>(out.dtype()), holds<AT>(a.dtype()), holds<BT>(b.dtype()), holds<CT>(c.dtype())});
+  if (g.numel == 0) return;
+  DeviceGuard guard(out.device());
+  launch_map_ternary<OutT, AT, BT, CT, F>(g, out.data<OutT>(), a.data<AT>(), b.data<BT>(), c.data<CT>(), f,
+                                          compute_stream(out.device()));
 }
 
 }  // namespace engine::cuda

@@ -14,5 +14,8 @@ void launch_map_unary(const StridedGeometry<2>& g, OutT* out, const InT* x, F f,
 template <typename OutT, typename InT, typename F>
 void launch_map_binary(const StridedGeometry<3>& g, OutT* out, const InT* x, const InT* y, F f,
                        Stream stream);
+template <typename OutT, typename AT, typename BT, typename CT, typename F>
+void launch_map_ternary(const StridedGeometry<4>& g, OutT* out, const AT* a, const BT* b, const CT* c, F f,
+                        Stream stream);
 
 }  // namespace engine::cuda

@@ -211,6 +211,8 @@ struct WhereFn {
 };
 
 // ---- with a scalar ----
+// dst + alpha * src: the in-place add_ (optimizer updates, gradient accumulation).
+struct AddScaledFn { double alpha; template <typename T> ENGINE_HD T operator()(T d, T s) const { return d + T(alpha) * s; } };
 struct AddScalarFn { double s; template <typename T> ENGINE_HD T operator()(T x) const { return x + T(s); } };
 struct MulScalarFn { double s; template <typename T> ENGINE_HD T operator()(T x) const { return x * T(s); } };
 struct RSubScalarFn { double s; template <typename T> ENGINE_HD T operator()(T x) const { return T(s) - x; } };

@@ -143,4 +143,21 @@ ENGINE_HD void norm_accumulate_columns(const T* g, const T* x, int64_t k_n, doub
   }
 }
 
+// Rows [r0, r1) of column j of layer_norm's parameter gradients (rows of k values):
+// *dw = sum_r g xhat, *db = sum_r g, each term rounded as in norm_accumulate_columns, summed in
+// double in row order. mean, rstd: per-row statistics.
+template <typename T>
+ENGINE_HD void norm_column_sums(const T* g, const T* x, int64_t k, int64_t j, int64_t r0, int64_t r1,
+                                const double* mean, const double* rstd, double* dw, double* db) {
+  double sw = 0, sb = 0;
+  for (int64_t r = r0; r < r1; ++r) {
+    const Centre<T> centre(mean[r]);
+    const T gv = g[r * k + j];
+    sw += double(gv * (centre(x[r * k + j]) * T(rstd[r])));
+    sb += double(gv);
+  }
+  *dw = sw;
+  *db = sb;
+}
+
 }  // namespace engine::kernels
