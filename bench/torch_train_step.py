@@ -32,6 +32,8 @@ after torch.cuda.synchronize()); peak memory of one more step:
        measures (bytes of tensors allocated during the step above those alive before it); not
        ru_maxrss, which counts the process's whole heap, allocator caching and libraries.
 bf16 (precision "bf16"): forward passes under torch.autocast(device_type, dtype=torch.bfloat16).
+f32 on CUDA: TF32 off for matmuls and cuDNN convolutions (PyTorch's cuDNN default is TF32 on);
+"tf32": on for both.
 
 Usage: torch_train_step.py JOB    (JSON written by bench_train_step; see its main())
 Prints one JSON line on stdout.
@@ -117,6 +119,12 @@ class Step:
         self.E = SmallTextEncoder(sub(self.gp, "text_encoder."), self.tcfg)
         self.inputs = {k: v.to(dev) for k, v in inputs.items()}
         self.bf16 = job["precision"] == "bf16"
+        if dev.type == "cuda":
+            # f32 means f32 GEMMs and convolutions (PyTorch's cuDNN default is TF32), as ours;
+            # "tf32" allows TF32 in both, as our cuBLASLt TF32 mode.
+            tf32 = job["precision"] == "tf32"
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
         if job.get("d_weights"):
             dw, _ = safetensors_io.load(job["d_weights"])
             self.dp = {k: v.to(dev).requires_grad_(True) for k, v in dw.items()}
@@ -263,6 +271,10 @@ def main():
     job = json.loads(sys.argv[1])
     torch.set_num_threads(job["threads"])
     dev = torch.device(job["device"])
+    if job["precision"] == "bf16" and dev.type == "cpu" and int(torch.__version__.split(".")[0]) < 2:
+        sys.exit(f"torch_train_step.py: bf16 autocast on the CPU (torch {torch.__version__}) cannot run the references "
+                 "(its CPU autocast leaves layer_norm with bf16 inputs and f32 weights); compare bf16 on CUDA, or run "
+                 "bench_train_step --ours-only")
     if dev.type == "cuda":
         # The references create small constants (FIR filters, zeros) without a device argument.
         torch.set_default_device(dev)
