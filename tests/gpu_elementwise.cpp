@@ -229,7 +229,7 @@ TEST_CASE("broadcasting binary ops on the GPU (forward; bit-exact for + - * / ma
     CHECK(bytes_of(minimum(btg, ag)) == bytes_of(minimum(bt, a)));
     CHECK(bytes_of(where(gt(ag, 0.0), sg_view, bg)) == bytes_of(where(gt(a, 0.0), sliced, b)));
     const Tol tol = tol_for(dt);
-    gpu_test::check_close("pow broadcast chain", mul(exp(ag), btg), mul(exp(a), bt), tol.rtol, tol.atol);
+    gpu_test::check_close("exp times a transposed broadcast operand", mul(exp(ag), btg), mul(exp(a), bt), tol.rtol, tol.atol);
     CHECK(contains(error_of([&] { (void)add(ag, uniform({4}, dt, 9, 0, 1, false).to(kGpu)); }),
                    "cannot be broadcast together"));
   }

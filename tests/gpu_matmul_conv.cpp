@@ -131,6 +131,9 @@ TEST_CASE("gpu matmul: 2-D, batched, folded batch, 1-D operands, transposed view
             [](const std::vector<Tensor>& in) { return matmul(in[0], transpose(in[1], 1, 2)); }, t);
     compare("bmm", {rnd({3, 5, 7}, 19, t), rnd({3, 7, 2}, 20, t)},
             [](const std::vector<Tensor>& in) { return bmm(in[0], in[1]); }, t);
+    // An empty inner dimension: the product is zeros (no GEMM library call on the GPU).
+    compare("k = 0", {rnd({5, 0}, 25, t, false), rnd({0, 3}, 26, t, false)}, mm, t, false);
+    compare("k = 0, batched", {rnd({2, 5, 0}, 27, t, false), rnd({2, 0, 3}, 28, t, false)}, mm, t, false);
     // An expanded operand (stride 0 in its rows) has no BLAS layout: it is copied on the device.
     compare("expanded rows (copied)", {rnd({1, 7}, 23, t, false), rnd({7, 3}, 24, t)},
             [](const std::vector<Tensor>& in) { return matmul(expand(in[0], {5, 7}), in[1]); }, t);

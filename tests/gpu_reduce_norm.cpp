@@ -264,6 +264,22 @@ TEST_CASE("layer_norm and group_norm on CUDA match the CPU") {
                [](const std::vector<Tensor>& in) { return group_norm(transpose(in[0], 0, 2), 2); }, t.rtol, t.atol,
                second);
     }
+    // Long rows over few of them: statistics and dx in chunks (both ops, with and without affine).
+    for (bool second : {false, true}) {
+      check_op(std::string("layer_norm long rows ") + dtype_name(dt),
+               {input({2, 5000}, dt, 413), input({5000}, dt, 414), input({5000}, dt, 415)},
+               [](const std::vector<Tensor>& in) { return layer_norm(in[0], {5000}, in[1], in[2]); }, t.rtol, t.atol,
+               second);
+      check_op(std::string("layer_norm long rows, weight only ") + dtype_name(dt),
+               {input({2, 5000}, dt, 416), input({5000}, dt, 417)},
+               [](const std::vector<Tensor>& in) { return layer_norm(in[0], {5000}, in[1]); }, t.rtol, t.atol, second);
+      check_op(std::string("group_norm long rows ") + dtype_name(dt),
+               {input({2, 4, 3000}, dt, 418), input({4}, dt, 419), input({4}, dt, 420)},
+               [](const std::vector<Tensor>& in) { return group_norm(in[0], 2, in[1], in[2]); }, t.rtol, t.atol,
+               second);
+      check_op(std::string("group_norm long rows plain ") + dtype_name(dt), {input({1, 2, 4500}, dt, 421)},
+               [](const std::vector<Tensor>& in) { return group_norm(in[0], 1); }, t.rtol, t.atol, second);
+    }
     // Many rows: layer_norm's column sums take several row chunks.
     check_op(std::string("layer_norm many rows ") + dtype_name(dt),
              {input({2500, 3}, dt, 410), input({3}, dt, 411), input({3}, dt, 412)},

@@ -12,9 +12,11 @@
 // GPU kernels sum in another order than the CPU's GEMMs, and may contract into FMAs); f64 1e-12.
 // Index values are exact (integers), the one-hot and gather results bit-exact.
 //
-// Second order: the reduce ops are not on CUDA in every build, so the double backward is checked
-// as d/d(up) <grad_x(y; up), v>, i.e. the recorded backward differentiated again w.r.t. the
-// upstream gradient (for these linear ops, the whole double backward), which needs no sum.
+// Second order: check_op's double backward (d/dx of sum(grad_x * v), through the GPU's
+// reductions) where it is not trivially zero, and for the linear ops also d/d(up)
+// <grad_x(y; up), v>: the recorded backward differentiated again w.r.t. the upstream gradient
+// (for a linear op, the whole of its second-order behaviour). L2 attention's double backward
+// runs its differentiable formula (matmul, softmax, sums on the GPU).
 #include <doctest/doctest.h>
 
 #include <vector>
@@ -110,7 +112,7 @@ TEST_CASE("upfirdn2d on CUDA: StyleGAN2 up2 / down2, 1-D and 2-D filters, any or
       auto op = [f, p](const std::vector<Tensor>& in) {
         return upfirdn2d(in[0], in[0].device().is_cuda() ? f.to(kGpu) : f, p);
       };
-      check_op(c.name, {x}, op, rt, at);
+      check_op(c.name, {x}, op, rt, at, /*second_order=*/true);
       check_second_order(c.name, {x}, op, rt, at);
     }
   }
@@ -293,5 +295,10 @@ TEST_CASE("l2_attention_fused on CUDA: forward and backward") {
     const Tensor q = rnd({1, 4, 3, 6}, dt, 52), k = rnd({1, 7, 3, 6}, dt, 53), v = rnd({1, 7, 3, 2}, dt, 54);
     check_op("cross attention", {q, k, v},
              [](const std::vector<Tensor>& in) { return l2_attention_fused(in[0], in[1], in[2], 1e-3); }, rt, at);
+    // create_graph: the backward is recorded from differentiable ops (matmul, softmax, sums), so
+    // the double backward runs on the GPU's GEMM and reduction kernels.
+    check_op("cross attention, double backward", {q, k, v},
+             [](const std::vector<Tensor>& in) { return l2_attention_fused(in[0], in[1], in[2], 1e-3); }, rt, at,
+             /*second_order=*/true);
   }
 }

@@ -15,6 +15,13 @@ namespace {
 // Rows per chunk of layer_norm's column sums: long enough to amortise the second pass, short
 // enough that a large batch of rows gives many threads. Fixed by the shapes only.
 constexpr int64_t kRowChunk = 1024;
+// Rows longer than kLongRow, fewer than kFewRows of them, are split into chunks of kLongRow
+// values (norm.cu); a function of the shapes only.
+constexpr int64_t kLongRow = 4096;
+constexpr int64_t kFewRows = 16384;
+
+bool chunked(const NormShape& s) { return s.cg * s.hw > kLongRow && s.rows < kFewRows; }
+int64_t chunks_of(const NormShape& s) { return (s.cg * s.hw + kLongRow - 1) / kLongRow; }
 
 void check_operands(const char* op, const Tensor& ref, std::initializer_list<const Tensor*> ts) {
   check_device(ref.device(), op);
@@ -44,8 +51,16 @@ void norm_forward(const NormShape& s, const Tensor& y, const Tensor& mean, const
   DeviceGuard guard(x.device());
   dispatch_floating(x.dtype(), "norm_forward", [&](auto zero) {
     using T = decltype(zero);
-    launch_norm_forward<T>(s, x.data<T>(), ptr_or_null<T>(w), ptr_or_null<T>(b), y.data<T>(), mean.data<double>(),
-                           rstd.data<double>(), compute_stream(x.device()));
+    if (chunked(s)) {
+      // Partial sums; freed on return, their reuse ordered after the kernels on the stream.
+      Tensor scratch = empty({(2 * chunks_of(s) + 2) * s.rows}, opts(DType::f64, x.device()));
+      launch_norm_forward_chunked<T>(s, x.data<T>(), ptr_or_null<T>(w), ptr_or_null<T>(b), y.data<T>(),
+                                     mean.data<double>(), rstd.data<double>(), kLongRow, chunks_of(s),
+                                     scratch.data<double>(), compute_stream(x.device()));
+    } else {
+      launch_norm_forward<T>(s, x.data<T>(), ptr_or_null<T>(w), ptr_or_null<T>(b), y.data<T>(), mean.data<double>(),
+                             rstd.data<double>(), compute_stream(x.device()));
+    }
   });
 }
 
@@ -58,9 +73,17 @@ void norm_backward(const NormShape& s, bool layer, const Tensor& dx, const Tenso
   const Stream stream = compute_stream(dev);
   dispatch_floating(x.dtype(), "norm_backward", [&](auto zero) {
     using T = decltype(zero);
-    if (dx.defined() && s.rows > 0 && k > 0)
-      launch_norm_backward_dx<T>(s, g.data<T>(), x.data<T>(), ptr_or_null<T>(w), mean.data<double>(),
-                                 rstd.data<double>(), dx.data<T>(), stream);
+    if (dx.defined() && s.rows > 0 && k > 0) {
+      if (chunked(s)) {
+        Tensor scratch = empty({(2 * chunks_of(s) + 2) * s.rows}, opts(DType::f64, dev));
+        launch_norm_backward_dx_chunked<T>(s, g.data<T>(), x.data<T>(), ptr_or_null<T>(w), mean.data<double>(),
+                                           rstd.data<double>(), dx.data<T>(), kLongRow, chunks_of(s),
+                                           scratch.data<double>(), stream);
+      } else {
+        launch_norm_backward_dx<T>(s, g.data<T>(), x.data<T>(), ptr_or_null<T>(w), mean.data<double>(),
+                                   rstd.data<double>(), dx.data<T>(), stream);
+      }
+    }
     if (!dw.defined() && !db.defined()) return;
     T* dwp = mut_ptr_or_null<T>(dw);
     T* dbp = mut_ptr_or_null<T>(db);

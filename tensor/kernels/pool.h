@@ -31,16 +31,19 @@ ENGINE_HD PoolWindow pool_window(const PoolGeometry& g, int64_t i, int64_t j) {
 template <typename T>
 ENGINE_HD T max_pool_at(const T* plane, const PoolGeometry& g, int64_t i, int64_t j) {
   const PoolWindow r = pool_window(g, i, j);
+  // Selects only (no branch in the loop): the max, and a NaN seen in the window if any.
   T m = plane[r.y0 * g.w + r.x0];
+  T nan_value = T(0);
   bool nan = false;
-  T first_nan = m;
   for (int64_t y = r.y0; y < r.y1; ++y)
     for (int64_t x = r.x0; x < r.x1; ++x) {
       const T v = plane[y * g.w + x];
-      if (v != v && !nan) nan = true, first_nan = v;
+      const bool is_nan = v != v;
+      nan |= is_nan;
+      nan_value = is_nan ? v : nan_value;
       m = v > m ? v : m;
     }
-  return nan ? first_nan : m;
+  return nan ? nan_value : m;
 }
 
 template <typename T>
