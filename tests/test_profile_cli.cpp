@@ -1,7 +1,8 @@
 // test_profile_cli.cpp: `aurora profile` run as a user would (a child process; the binary's path
 // comes from CMake as AURORA_BINARY), on the micro model of tests/train_fixtures.h at 4 px.
 //
-//  1. Bad input: a missing config, an unknown device, --steps 0 give one line
+//  1. Bad input: a missing config, an unknown device, --device cuda in a CPU-only build,
+//     --steps 0, an unknown --set key give one line
 //     "aurora: error: ..." naming the problem, exit code 1.
 //  2. A profile of 2 steps after 1 warm-up step writes every file, and each is well-formed:
 //     trace.json parses (nlohmann_json) and has complete ("X") op events and counter ("C")
@@ -124,6 +125,14 @@ TEST_CASE("aurora profile: bad arguments give one clear error line") {
   CHECK(one_error_line(r.err));
   CHECK(r.err.find("--device") != std::string::npos);
   CHECK(r.err.find("tpu") != std::string::npos);
+
+#if !defined(ENGINE_WITH_CUDA)
+  // A build without the CUDA backend (or whose trainer cannot train on CUDA) says so.
+  r = run(dir, "profile --config " + dir + "/c.json --device cuda --out " + dir + "/p");
+  CHECK(r.code == 1);
+  CHECK(one_error_line(r.err));
+  CHECK(r.err.find("cuda") != std::string::npos);
+#endif
 
   r = run(dir, "profile --config " + dir + "/c.json --steps 0 --out " + dir + "/p");
   CHECK(r.code == 1);
