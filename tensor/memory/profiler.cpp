@@ -21,6 +21,12 @@
 // freed since the peak; the latter are copied into `freed_since_peak` as they are freed. A new
 // peak empties that list. When profiling stops (or on reset) the snapshot is materialised
 // ("frozen"), because frees are no longer observed.
+//
+// On a CUDA device (docs/memory.md "On a GPU"): each call records a CUDA event on the compute
+// stream at entry and exit (DeviceTimer::record, no synchronisation); records() resolves the
+// pending ones with one synchronisation (resolve_gpu_times). Reconciliation compares the driver's
+// used bytes with the arena's reserved bytes between reset() and the export. Both go through the
+// DeviceTimer the CUDA backend registers (tensor/cuda/timing.cpp), so this file has no CUDA code.
 #include "tensor/memory/profiler.h"
 
 #include <algorithm>
