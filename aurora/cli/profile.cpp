@@ -43,7 +43,7 @@ namespace engine::cli {
 namespace {
 
 struct ProfileOptions {
-  std::string config, data, out = "runs/profile", device = "cpu";
+  std::string config, data, out = "runs/profile", device;  // device "": the config's train.device
   std::vector<std::string> overrides;
   int64_t steps = 3, warmup = 1;
 };
@@ -95,10 +95,7 @@ void run_profile(const ProfileOptions& opt) {
   ENGINE_CHECK(!opt.config.empty(), "--config is required");
   ENGINE_CHECK(opt.steps >= 1, "--steps: expected an integer >= 1, got {}", opt.steps);
   ENGINE_CHECK(opt.warmup >= 0, "--warmup: expected an integer >= 0, got {}", opt.warmup);
-  const Device run_device = check_device_name(opt.device);
-  // The devices whose peaks are reported (the CPU holds the batches even on a GPU run).
-  std::vector<Device> devices = {Device::cpu()};
-  if (run_device.is_cuda()) devices.push_back(run_device);
+  if (!opt.device.empty()) check_device_name(opt.device);
 
   TrainConfigSource src;
   src.config = opt.config;
@@ -107,9 +104,9 @@ void run_profile(const ProfileOptions& opt) {
   // The device: train.device where the train config has it (GPU training); a build whose
   // trainer has no device key can only profile on the CPU.
   if (train_config_has_device()) {
-    src.overrides.push_back(fmt::format("train.device=\"{}\"", opt.device));
+    if (!opt.device.empty()) src.overrides.push_back(fmt::format("train.device=\"{}\"", opt.device));
   } else {
-    ENGINE_CHECK(opt.device == "cpu",
+    ENGINE_CHECK(opt.device.empty() || opt.device == "cpu",
                  "--device {}: this build's trainer cannot train on CUDA yet (its train config has no "
                  "\"device\" key); use --device cpu",
                  opt.device);
@@ -121,6 +118,12 @@ void run_profile(const ProfileOptions& opt) {
     src.overrides.push_back("train.r1_interval=1");
     resolved = resolve_train_config(src);
   }
+  const std::string device_name =
+      resolved.doc["train"].contains("device") ? resolved.doc["train"]["device"].get<std::string>() : "cpu";
+  const Device run_device = check_device_name(device_name);
+  // The devices whose peaks are reported (the CPU holds the batches even on a GPU run).
+  std::vector<Device> devices = {Device::cpu()};
+  if (run_device.is_cuda()) devices.push_back(run_device);
   resolved.train.steps = opt.warmup + opt.steps;
   resolved.doc["train"]["steps"] = resolved.train.steps;
 
@@ -133,7 +136,7 @@ void run_profile(const ProfileOptions& opt) {
     std::fprintf(stderr,
                  "aurora profile: %s on %s, G %.2f M + D %.2f M parameters, batch %lld, %lld warm-up + %lld "
                  "profiled step(s)%s\n",
-                 resolved.source.c_str(), opt.device.c_str(), trainer.g_store().numel() / 1e6,
+                 resolved.source.c_str(), device_name.c_str(), trainer.g_store().numel() / 1e6,
                  trainer.d_store().numel() / 1e6, static_cast<long long>(resolved.train.batch_size),
                  static_cast<long long>(opt.warmup), static_cast<long long>(opt.steps),
                  r1_on ? ", R1 every step (train.r1_interval = 1)" : ", R1 off in this config");
@@ -228,7 +231,7 @@ const RegisterCommand registered(80, [](CLI::App& app) {
   sub->add_option("--steps", opts->steps, "profiled steps (default 3)");
   sub->add_option("--warmup", opts->warmup, "unprofiled steps first (default 1)");
   sub->add_option("--out", opts->out, "output folder (default runs/profile)");
-  sub->add_option("--device", opts->device, "cpu, cuda or cuda:N (train.device; default cpu)");
+  sub->add_option("--device", opts->device, "cpu, cuda or cuda:N (sets train.device; default: the config's)");
   sub->callback([opts] { run_profile(*opts); });
 });
 
