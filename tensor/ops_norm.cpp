@@ -3,12 +3,16 @@
 // y = (x - mean) * rstd * w + b. The row math is in tensor/kernels/norm.h, the rows are spread
 // over threads by cpu::parallel_items (Note [CPU multiversioning]); the backward formulas
 // (fused first order, differentiable composite under create_graph) in autograd/formulas/norm.cpp.
+// CUDA tensors run the same row bodies, one GPU thread per row (tensor/cuda/norm.h).
 #include "autograd/formulas/norm.h"
 #include "tensor/cpu/reduce.h"
 #include "tensor/dispatch.h"
 #include "tensor/kernels/norm.h"
 #include "tensor/op_helpers.h"
 #include "tensor/ops.h"
+#if ENGINE_WITH_CUDA
+#include "tensor/cuda/norm.h"
+#endif
 
 namespace engine {
 
@@ -32,7 +36,17 @@ Tensor norm_forward(const char* op, const char* node_name, const F::NormGeometry
   const int64_t rows = geo.rows(), k = geo.row_size();
   Tensor mean = empty({rows}, opts(DType::f64, x.device()));
   Tensor rstd = empty({rows}, opts(DType::f64, x.device()));
-  if (k > 0) {
+  if (use_cuda(op, x)) {
+#if ENGINE_WITH_CUDA
+    cuda::NormShape s;
+    s.rows = rows;
+    s.groups = geo.groups;
+    s.cg = geo.cg;
+    s.hw = geo.hw;
+    s.eps = geo.eps;
+    cuda::norm_forward(s, y, mean, rstd, xc, wc, bc);
+#endif
+  } else if (k > 0) {
     dispatch_floating(x.dtype(), op, [&](auto zero) {
       using T = decltype(zero);
       const T* xp = xc.data<T>();
@@ -60,7 +74,6 @@ Tensor layer_norm(const Tensor& x, const Dims& normalized_shape, const Tensor& w
   ENGINE_OP("layer_norm", x, weight, bias);
   ENGINE_CHECK(x.defined(), "layer_norm: undefined input");
   check_floating("layer_norm", x);
-  check_cpu("layer_norm", x);
   const int nn = normalized_shape.size();
   ENGINE_CHECK(nn > 0, "layer_norm: normalized_shape must not be empty");
   bool match = nn <= x.dim();
@@ -83,7 +96,6 @@ Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight, con
   ENGINE_OP("group_norm", x, weight, bias);
   ENGINE_CHECK(x.defined(), "group_norm: undefined input");
   check_floating("group_norm", x);
-  check_cpu("group_norm", x);
   ENGINE_CHECK(x.dim() >= 2, "group_norm: expected an input [N, C, ...] of at least 2 dims, got shape {}",
                x.sizes().str());
   const int64_t c = x.size(1);

@@ -340,15 +340,11 @@ Tensor make_view(const Tensor& base, const Dims& sizes, const Dims& strides, int
 // ---- Random ----------------------------------------------------------------------------------
 
 namespace {
+// Element i of a draw is f(seed, offset + i) (Note [counter-based RNG]), stored in the requested
+// dtype; the generator advances by numel. CUDA options draw on the device with the same bodies
+// (tensor/cuda/random.h), so the values do not depend on the device (docs/cuda.md "Random numbers").
 template <typename Draw>
-Tensor draw(const Dims& sizes, Generator& gen, TensorOptions o, const char* op, Draw f) {
-  if (!o.device.is_cpu()) {
-    // Draws the randn/rand kernels do not cover (other dtypes, randint): the same values drawn on
-    // the CPU, then copied.
-    TensorOptions host = o;
-    host.device = Device::cpu();
-    return draw(sizes, gen, host, op, f).to(o.device);
-  }
+Tensor draw(const Dims& sizes, Generator& gen, TensorOptions o, Draw f) {
   Tensor t = empty(sizes, o);
   const int64_t n = t.numel();
   const uint64_t seed = gen.seed, offset = gen.offset;
@@ -360,31 +356,44 @@ Tensor draw(const Dims& sizes, Generator& gen, TensorOptions o, const char* op, 
   gen.offset += uint64_t(n);
   return t;
 }
+
+// Which backend draws: the CUDA kernels for a CUDA device (use_cuda's error in a CPU-only build).
+bool draw_on_cuda(const TensorOptions& o, const char* op) {
+  if (!o.device.is_cuda()) return false;
+#if ENGINE_WITH_CUDA
+  (void)op;
+  return true;
+#else
+  throw Error(fmt::format("{}: options on {} but this build has no CUDA backend (configure with -DENGINE_CUDA=ON)",
+                          op, o.device.str()));
+#endif
+}
 }  // namespace
 
-#if ENGINE_WITH_CUDA
-// On a CUDA device, f32/f64 draws run on the GPU with the same Philox bodies (tensor/cuda/random.h):
-// the values are those the CPU draws (docs/cuda.md "Random numbers").
-static bool draw_on_cuda(const TensorOptions& o) {
-  return o.device.is_cuda() && (o.dtype == DType::f32 || o.dtype == DType::f64);
-}
-#endif
-
 Tensor randn(const Dims& sizes, Generator& gen, TensorOptions o) {
+  if (draw_on_cuda(o, "randn")) {
 #if ENGINE_WITH_CUDA
-  if (draw_on_cuda(o)) return cuda::randn(sizes, gen, o);
+    return cuda::randn(sizes, gen, o);
 #endif
-  return draw(sizes, gen, o, "randn", [](uint64_t s, uint64_t i) { return kernels::normal_at(s, i); });
+  }
+  return draw(sizes, gen, o, [](uint64_t s, uint64_t i) { return kernels::normal_at(s, i); });
 }
 Tensor rand(const Dims& sizes, Generator& gen, TensorOptions o) {
+  if (draw_on_cuda(o, "rand")) {
 #if ENGINE_WITH_CUDA
-  if (draw_on_cuda(o)) return cuda::rand(sizes, gen, o);
+    return cuda::rand(sizes, gen, o);
 #endif
-  return draw(sizes, gen, o, "rand", [](uint64_t s, uint64_t i) { return kernels::uniform_at(s, i); });
+  }
+  return draw(sizes, gen, o, [](uint64_t s, uint64_t i) { return kernels::uniform_at(s, i); });
 }
 Tensor randint(const Dims& sizes, int64_t high, Generator& gen, TensorOptions o) {
   ENGINE_CHECK(high > 0, "randint: high must be positive, got {}", high);
-  return draw(sizes, gen, o, "randint", [high](uint64_t s, uint64_t i) {
+  if (draw_on_cuda(o, "randint")) {
+#if ENGINE_WITH_CUDA
+    return cuda::randint(sizes, high, gen, o);
+#endif
+  }
+  return draw(sizes, gen, o, [high](uint64_t s, uint64_t i) {
     return std::floor(kernels::uniform_at(s, i) * double(high));
   });
 }

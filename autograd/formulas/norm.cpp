@@ -22,6 +22,9 @@
 #include "tensor/kernels/norm.h"
 #include "tensor/op_helpers.h"
 #include "tensor/ops.h"
+#if ENGINE_WITH_CUDA
+#include "tensor/cuda/norm.h"
+#endif
 
 namespace engine::autograd::formulas {
 
@@ -66,6 +69,18 @@ NormGrads fused_backward(const NormGeometry& geo, const Tensor& g_in, const Tens
   if (need_x) r.dx = empty(x.sizes(), opts(x.dtype(), x.device()));
   if (need_w) r.dw = empty(w_sizes, opts(x.dtype(), x.device()));
   if (need_b) r.db = empty(w_sizes, opts(x.dtype(), x.device()));
+  if (use_cuda(geo.layer ? "layer_norm_backward" : "group_norm_backward", x)) {
+#if ENGINE_WITH_CUDA
+    cuda::NormShape s;
+    s.rows = rows;
+    s.groups = groups;
+    s.cg = cg;
+    s.hw = hw;
+    s.eps = geo.eps;
+    cuda::norm_backward(s, geo.layer, r.dx, r.dw, r.db, g, x, w, mean_t, rstd_t);
+#endif
+    return r;
+  }
   dispatch_floating(x.dtype(), "norm_backward", [&](auto zero) {
     using T = decltype(zero);
     const T* gp = g.data<T>();

@@ -37,7 +37,9 @@ Tensor unsqueeze_reduced(const Tensor& g, const Dims& x_sizes, const Dims& dims,
 
 Tensor extremum_mask(const Tensor& x, const Tensor& out_keepdim) {
   ENGINE_OP("extremum_mask", x, out_keepdim);
-  check_cpu("extremum_mask", x);
+  // On CUDA: the same 0/1 mask from the comparison kernel (x == out exactly, as EqMaskFn) and a
+  // bool -> float conversion (both exact).
+  if (use_cuda("extremum_mask", x)) return to_dtype(eq(x, out_keepdim), x.dtype());
   Tensor mask = empty(x.sizes(), opts(x.dtype(), x.device()));
   dispatch_floating(x.dtype(), "extremum_mask", [&](auto zero) {
     using T = decltype(zero);

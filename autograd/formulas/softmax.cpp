@@ -18,6 +18,9 @@
 #include "tensor/kernels/softmax.h"
 #include "tensor/op_helpers.h"
 #include "tensor/ops.h"
+#if ENGINE_WITH_CUDA
+#include "tensor/cuda/softmax.h"
+#endif
 
 namespace engine::autograd::formulas {
 
@@ -26,8 +29,13 @@ namespace {
 // Fused first-order backward of softmax (log = false) or log_softmax (log = true).
 Tensor softmax_backward_fused(const Tensor& g, const Tensor& y, int dim, bool log) {
   ENGINE_OP(log ? "log_softmax_backward" : "softmax_backward", g, y);
-  check_cpu("softmax_backward", g);
   Tensor dx = empty(y.sizes(), opts(y.dtype(), y.device()));
+  if (use_cuda("softmax_backward", y)) {
+#if ENGINE_WITH_CUDA
+    cuda::softmax_backward_lines(dx, g, y, dim, log);
+#endif
+    return dx;
+  }
   const int64_t n = cpu::line_size(y, dim);
   const int64_t gs = cpu::line_stride(g, dim), ys = cpu::line_stride(y, dim), ds = cpu::line_stride(dx, dim);
   dispatch_floating(y.dtype(), "softmax_backward", [&](auto zero) {
@@ -46,10 +54,18 @@ Tensor softmax_backward_fused(const Tensor& g, const Tensor& y, int dim, bool lo
   return dx;
 }
 
-// Fused first-order backward of cross_entropy: (softmax(x) - onehot) * scale, row by row.
-Tensor cross_entropy_backward_fused(const Tensor& logits, const Tensor& target, double scale) {
+// Fused first-order backward of cross_entropy: (softmax(x) - onehot) * g * inv_n, row by row
+// (g: the one-element upstream gradient).
+Tensor cross_entropy_backward_fused(const Tensor& logits, const Tensor& target, const Tensor& g, double inv_n) {
   ENGINE_OP("cross_entropy_backward", logits, target);
   Tensor dx = empty(logits.sizes(), opts(logits.dtype(), logits.device()));
+  if (use_cuda("cross_entropy_backward", logits)) {
+#if ENGINE_WITH_CUDA
+    cuda::cross_entropy_backward(dx, logits, target, g, inv_n);  // g is read by the kernel
+#endif
+    return dx;
+  }
+  const double scale = g.item() * inv_n;
   const int64_t c = logits.size(1), xs = logits.stride(1), ts = target.stride(0);
   const int64_t* t = target.data<int64_t>();
   dispatch_floating(logits.dtype(), "cross_entropy_backward", [&](auto zero) {
@@ -68,6 +84,13 @@ Tensor cross_entropy_backward_fused(const Tensor& logits, const Tensor& target, 
 
 Tensor one_hot_rows(const Tensor& target, int64_t num_classes, DType dtype) {
   ENGINE_OP("one_hot_rows", target);
+  if (use_cuda("one_hot_rows", target)) {
+    Tensor out = empty({target.size(0), num_classes}, opts(dtype, target.device()));
+#if ENGINE_WITH_CUDA
+    cuda::one_hot_rows(out, target);
+#endif
+    return out;
+  }
   Tensor out = zeros({target.size(0), num_classes}, opts(dtype, target.device()));
   const int64_t* t = target.data<int64_t>();
   const int64_t ts = target.stride(0);
@@ -109,7 +132,7 @@ void cross_entropy(const Tensor& logits, const Tensor& target, const Tensor& out
   node->backward_fn = [](Node& n, const TensorList& g) -> TensorList {
     Tensor x = n.saved(0), t = n.saved(1);
     const double inv_n = 1.0 / double(x.size(0));
-    if (!grad_enabled()) return {cross_entropy_backward_fused(x, t, g[0].item() * inv_n)};
+    if (!grad_enabled()) return {cross_entropy_backward_fused(x, t, g[0], inv_n)};
     Tensor onehot = one_hot_rows(t, x.size(1), x.dtype());
     return {mul(sub(softmax(x, 1), onehot), mul(g[0], inv_n))};
   };

@@ -57,8 +57,9 @@ void expand(const Tensor& x, const Tensor& out) {
 }
 
 namespace {
-// Storage offsets (relative to `base`) of every element of a geometry, in logical order.
-Tensor storage_offsets(const Dims& sizes, const Dims& strides, int64_t offset, int64_t base) {
+// Storage offsets (relative to `base`) of every element of a geometry, in logical order, as an
+// i64 tensor on `device` (the gradient's: index_add/index_select want their index beside the data).
+Tensor storage_offsets(const Dims& sizes, const Dims& strides, int64_t offset, int64_t base, Device device) {
   std::vector<int64_t> v(size_t(sizes.product()));
   Dims idx;
   idx.resize(sizes.size());
@@ -71,7 +72,7 @@ Tensor storage_offsets(const Dims& sizes, const Dims& strides, int64_t offset, i
       idx[d] = 0;
     }
   }
-  return from_vector_i64(v, {int64_t(v.size())});
+  return from_vector_i64(v, {int64_t(v.size())}, opts(DType::i64, device));
 }
 int64_t extent_end(const Dims& sizes, const Dims& strides, int64_t offset) {
   int64_t e = offset;
@@ -90,8 +91,8 @@ void as_strided(const Tensor& x, const Tensor& out) {
     // Scatter g onto the storage span shared by both geometries, then read x's elements.
     const int64_t base = std::min(xo, oo);
     const int64_t span = std::max(extent_end(xs, xst, xo), extent_end(os, ost, oo)) - base;
-    Tensor out_idx = storage_offsets(os, ost, oo, base);
-    Tensor x_idx = storage_offsets(xs, xst, xo, base);
+    Tensor out_idx = storage_offsets(os, ost, oo, base, g[0].device());
+    Tensor x_idx = storage_offsets(xs, xst, xo, base, g[0].device());
     Tensor flat = zeros({span}, opts(g[0].dtype(), g[0].device()));
     flat = index_add(flat, 0, out_idx, reshape(g[0], {-1}));
     return {reshape(index_select(flat, 0, x_idx), xs)};

@@ -3,6 +3,7 @@
 
 #include <cstring>
 
+#include "tensor/backend.h"
 #include "tensor/cpu/loops.h"
 #include "tensor/cuda/copy_launch.h"
 #include "tensor/cuda/elementwise.h"
@@ -29,6 +30,11 @@ void copy_(const Tensor& dst, const Tensor& src) {
   if (dst.numel() == 0) return;
   DeviceGuard guard(dst.device());
   const Stream stream = compute_stream(dst.device());
+  if (dst.dtype() == src.dtype() && dst.is_contiguous() && src.is_contiguous() && src.sizes() == dst.sizes()) {
+    // One block of bytes (clone, contiguous of a contiguous source): a stream-ordered memcpy.
+    backend::copy_bytes(dst.raw_data(), dst.device(), src.raw_data(), src.device(), dst.nbytes(), "copy_");
+    return;
+  }
   if (dst.dtype() == src.dtype()) {
     // Whole elements of the right width: bit-exact for every dtype.
     switch (dtype_size(dst.dtype())) {

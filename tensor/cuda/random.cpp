@@ -8,19 +8,15 @@ namespace engine::cuda {
 
 namespace {
 
-template <typename Launch>
-Tensor draw(const char* op, const Dims& sizes, Generator& gen, TensorOptions o, Launch launch) {
+Tensor draw(const char* op, DrawKind kind, const Dims& sizes, int64_t high, Generator& gen, TensorOptions o) {
   check_device(o.device, op);
-  ENGINE_CHECK(o.dtype == DType::f32 || o.dtype == DType::f64,
-               "{}: unsupported dtype {} on CUDA (expected f32 or f64)", op, dtype_name(o.dtype));
   Tensor t = empty(sizes, o);
   const int64_t n = t.numel();
-  DeviceGuard guard(o.device);
-  const Stream stream = compute_stream(o.device);
-  if (o.dtype == DType::f32)
-    launch(t.data<float>(), n, gen.seed, gen.offset, stream);
-  else
-    launch(t.data<double>(), n, gen.seed, gen.offset, stream);
+  if (n > 0) {
+    DeviceGuard guard(o.device);
+    launch_draw(kind, t.raw_data(), int(o.dtype), int(dtype_size(o.dtype)), n, gen.seed, gen.offset, high,
+                compute_stream(o.device));
+  }
   gen.offset += uint64_t(n);
   return t;
 }
@@ -28,15 +24,16 @@ Tensor draw(const char* op, const Dims& sizes, Generator& gen, TensorOptions o, 
 }  // namespace
 
 Tensor randn(const Dims& sizes, Generator& gen, TensorOptions o) {
-  return draw("cuda::randn", sizes, gen, o, [](auto* out, int64_t n, uint64_t seed, uint64_t offset, Stream s) {
-    launch_normal(out, n, seed, offset, s);
-  });
+  return draw("cuda::randn", DrawKind::normal, sizes, 0, gen, o);
 }
 
 Tensor rand(const Dims& sizes, Generator& gen, TensorOptions o) {
-  return draw("cuda::rand", sizes, gen, o, [](auto* out, int64_t n, uint64_t seed, uint64_t offset, Stream s) {
-    launch_uniform(out, n, seed, offset, s);
-  });
+  return draw("cuda::rand", DrawKind::uniform, sizes, 0, gen, o);
+}
+
+Tensor randint(const Dims& sizes, int64_t high, Generator& gen, TensorOptions o) {
+  ENGINE_CHECK(high > 0, "cuda::randint: high must be positive, got {}", high);
+  return draw("cuda::randint", DrawKind::integer, sizes, high, gen, o);
 }
 
 }  // namespace engine::cuda

@@ -143,4 +143,65 @@ ENGINE_HD void norm_accumulate_columns(const T* g, const T* x, int64_t k_n, doub
   }
 }
 
+// Element-wise forms of norm_forward_row and norm_backward_row, for a row split over several GPU
+// threads (tensor/cuda/norm.cu, long rows): the same operations on element k of a row (channel
+// k / hw), given the row's statistics, so the values equal the row bodies'.
+template <typename T>
+ENGINE_HD T norm_forward_at(T x, int64_t k, int64_t hw, const T* w, const T* b, const Centre<T>& centre,
+                            double rstd) {
+  if (hw == 1) {
+    const T r = T(rstd);
+    if (w && b) return centre(x) * (r * w[k]) + b[k];
+    if (w) return centre(x) * (r * w[k]);
+    if (b) return centre(x) * r + b[k];
+    return centre(x) * r;
+  }
+  const int64_t c = k / hw;
+  const T a = T(rstd * (w ? double(w[c]) : 1.0));
+  const T shift = b ? b[c] : T(0);
+  return centre(x) * a + shift;
+}
+
+// Element k's terms of the backward's row sums: *sg += gw_k, *sgx += gw_k (x_k - mu).
+template <typename T>
+ENGINE_HD void norm_backward_terms(T g, T x, int64_t k, int64_t hw, const T* w, const Centre<T>& centre, double* sg,
+                                   double* sgx) {
+  if (hw == 1 && w) {
+    *sg += double(g * w[k]);
+    *sgx += double(g * w[k] * centre(x));
+    return;
+  }
+  const double wc = w ? double(w[k / hw]) : 1.0;
+  *sg += double(g) * wc;
+  *sgx += double(g * centre(x)) * wc;
+}
+
+// dx_k from the row sums (n = row size), as norm_backward_row.
+template <typename T>
+ENGINE_HD T norm_backward_at(T g, T x, int64_t k, int64_t hw, const T* w, const Centre<T>& centre, double rstd,
+                             double sg, double sgx, double n) {
+  const double mg = sg / n, mgx = sgx * rstd / n;
+  const T bx = T(-rstd * rstd * mgx), cst = T(-rstd * mg);
+  if (hw == 1 && w) return (T(rstd) * w[k]) * g + bx * centre(x) + cst;
+  const T a = T(rstd * (w ? double(w[k / hw]) : 1.0));
+  return a * g + bx * centre(x) + cst;
+}
+
+// Rows [r0, r1) of column j of layer_norm's parameter gradients (rows of k values):
+// *dw = sum_r g xhat, *db = sum_r g, each term rounded as in norm_accumulate_columns, summed in
+// double in row order. mean, rstd: per-row statistics.
+template <typename T>
+ENGINE_HD void norm_column_sums(const T* g, const T* x, int64_t k, int64_t j, int64_t r0, int64_t r1,
+                                const double* mean, const double* rstd, double* dw, double* db) {
+  double sw = 0, sb = 0;
+  for (int64_t r = r0; r < r1; ++r) {
+    const Centre<T> centre(mean[r]);
+    const T gv = g[r * k + j];
+    sw += double(gv * (centre(x[r * k + j]) * T(rstd[r])));
+    sb += double(gv);
+  }
+  *dw = sw;
+  *db = sb;
+}
+
 }  // namespace engine::kernels

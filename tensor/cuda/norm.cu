@@ -1,0 +1,221 @@
+// norm.cu: layer_norm and group_norm kernels with the portable row bodies of
+// tensor/kernels/norm.h (the ones the CPU calls): one thread per normalised row computes the
+// row's mean and rstd (two passes, double) and writes the row, in the CPU's order. Parameter
+// gradients: per-(chunk, column) or per-(sample, channel) partial sums in double, combined in a
+// second launch in a fixed order (deterministic, no atomics). Long rows over few of them are split
+// into chunks: partial sums per (chunk, row), combined per row in chunk order, then one thread per
+// element (kernels/norm.h's element forms of the row bodies).
+#include "tensor/cuda/launch.cuh"
+#include "tensor/cuda/norm_launch.h"
+#include "tensor/kernels/norm.h"
+
+namespace engine::cuda {
+
+template <typename T>
+void launch_norm_forward(const NormShape& s, const T* x, const T* w, const T* b, T* y, double* mean, double* rstd,
+                         Stream stream) {
+  const int64_t k = s.cg * s.hw;
+  launch_elements(
+      s.rows,
+      [=] ENGINE_KERNEL(int64_t r) {
+        const int64_t first = (r % s.groups) * s.cg;  // first channel of this row
+        kernels::row_moments(x + r * k, k, s.eps, &mean[r], &rstd[r]);
+        kernels::norm_forward_row(x + r * k, y + r * k, s.cg, s.hw, w ? w + first : nullptr, b ? b + first : nullptr,
+                                  mean[r], rstd[r]);
+      },
+      stream);
+}
+
+template <typename T>
+void launch_norm_backward_dx(const NormShape& s, const T* g, const T* x, const T* w, const double* mean,
+                             const double* rstd, T* dx, Stream stream) {
+  const int64_t k = s.cg * s.hw;
+  launch_elements(
+      s.rows,
+      [=] ENGINE_KERNEL(int64_t r) {
+        kernels::norm_backward_row(g + r * k, x + r * k, dx + r * k, s.cg, s.hw, w ? w + (r % s.groups) * s.cg : nullptr,
+                                   mean[r], rstd[r]);
+      },
+      stream);
+}
+
+template <typename T>
+void launch_norm_forward_chunked(const NormShape& s, const T* x, const T* w, const T* b, T* y, double* mean,
+                                 double* rstd, int64_t chunk, int64_t n_chunks, double* scratch, Stream stream) {
+  const int64_t k = s.cg * s.hw, rows = s.rows;
+  double* part = scratch;  // [n_chunks, rows]
+  // Pass 1: sums of x -> the means.
+  launch_elements(
+      n_chunks * rows,
+      [=] ENGINE_KERNEL(int64_t i) {
+        const int64_t c = i / rows, r = i % rows;
+        const int64_t j1 = (c + 1) * chunk < k ? (c + 1) * chunk : k;
+        double acc = 0;
+        for (int64_t j = c * chunk; j < j1; ++j) acc += double(x[r * k + j]);
+        part[i] = acc;
+      },
+      stream);
+  launch_elements(
+      rows,
+      [=] ENGINE_KERNEL(int64_t r) {
+        double acc = 0;
+        for (int64_t c = 0; c < n_chunks; ++c) acc += part[c * rows + r];
+        mean[r] = acc / double(k);
+      },
+      stream);
+  // Pass 2: squared deviations (centred in T as row_moments) -> rstd.
+  launch_elements(
+      n_chunks * rows,
+      [=] ENGINE_KERNEL(int64_t i) {
+        const int64_t c = i / rows, r = i % rows;
+        const int64_t j1 = (c + 1) * chunk < k ? (c + 1) * chunk : k;
+        const kernels::Centre<T> centre(mean[r]);
+        double acc = 0;
+        for (int64_t j = c * chunk; j < j1; ++j) {
+          const T d = centre(x[r * k + j]);
+          acc += double(T(d * d));
+        }
+        part[i] = acc;
+      },
+      stream);
+  const double eps = s.eps;
+  launch_elements(
+      rows,
+      [=] ENGINE_KERNEL(int64_t r) {
+        double q = 0;
+        for (int64_t c = 0; c < n_chunks; ++c) q += part[c * rows + r];
+        rstd[r] = 1.0 / sqrt(q / double(k) + eps);
+      },
+      stream);
+  launch_elements(
+      rows * k,
+      [=] ENGINE_KERNEL(int64_t i) {
+        const int64_t r = i / k, j = i % k;
+        const int64_t first = (r % s.groups) * s.cg;
+        const kernels::Centre<T> centre(mean[r]);
+        y[i] = kernels::norm_forward_at(x[i], j, s.hw, w ? w + first : nullptr, b ? b + first : nullptr, centre,
+                                        rstd[r]);
+      },
+      stream);
+}
+
+template <typename T>
+void launch_norm_backward_dx_chunked(const NormShape& s, const T* g, const T* x, const T* w, const double* mean,
+                                     const double* rstd, T* dx, int64_t chunk, int64_t n_chunks, double* scratch,
+                                     Stream stream) {
+  const int64_t k = s.cg * s.hw, rows = s.rows;
+  double* part = scratch;                   // [n_chunks, rows, 2]
+  double* sums = scratch + 2 * n_chunks * rows;  // [rows, 2]: sum(gw), sum(gw (x - mu))
+  launch_elements(
+      n_chunks * rows,
+      [=] ENGINE_KERNEL(int64_t i) {
+        const int64_t c = i / rows, r = i % rows;
+        const int64_t j1 = (c + 1) * chunk < k ? (c + 1) * chunk : k;
+        const T* wr = w ? w + (r % s.groups) * s.cg : nullptr;
+        const kernels::Centre<T> centre(mean[r]);
+        double sg = 0, sgx = 0;
+        for (int64_t j = c * chunk; j < j1; ++j)
+          kernels::norm_backward_terms(g[r * k + j], x[r * k + j], j, s.hw, wr, centre, &sg, &sgx);
+        part[2 * i] = sg;
+        part[2 * i + 1] = sgx;
+      },
+      stream);
+  launch_elements(
+      rows,
+      [=] ENGINE_KERNEL(int64_t r) {
+        double sg = 0, sgx = 0;
+        for (int64_t c = 0; c < n_chunks; ++c) {
+          sg += part[2 * (c * rows + r)];
+          sgx += part[2 * (c * rows + r) + 1];
+        }
+        sums[2 * r] = sg;
+        sums[2 * r + 1] = sgx;
+      },
+      stream);
+  launch_elements(
+      rows * k,
+      [=] ENGINE_KERNEL(int64_t i) {
+        const int64_t r = i / k, j = i % k;
+        const T* wr = w ? w + (r % s.groups) * s.cg : nullptr;
+        const kernels::Centre<T> centre(mean[r]);
+        dx[i] = kernels::norm_backward_at(g[i], x[i], j, s.hw, wr, centre, rstd[r], sums[2 * r], sums[2 * r + 1],
+                                          double(k));
+      },
+      stream);
+}
+
+template <typename T>
+void launch_layer_norm_param_grads(const NormShape& s, const T* g, const T* x, const double* mean,
+                                   const double* rstd, double* partial, int64_t chunk, int64_t n_chunks, T* dw, T* db,
+                                   Stream stream) {
+  const int64_t k = s.cg, rows = s.rows;
+  launch_elements(
+      n_chunks * k,
+      [=] ENGINE_KERNEL(int64_t i) {
+        const int64_t c = i / k, j = i % k;
+        const int64_t r0 = c * chunk, r1 = r0 + chunk < rows ? r0 + chunk : rows;
+        kernels::norm_column_sums(g, x, k, j, r0, r1, mean, rstd, &partial[2 * i], &partial[2 * i + 1]);
+      },
+      stream);
+  launch_elements(
+      k,
+      [=] ENGINE_KERNEL(int64_t j) {
+        double sw = 0, sb = 0;
+        for (int64_t c = 0; c < n_chunks; ++c) {
+          sw += partial[2 * (c * k + j)];
+          sb += partial[2 * (c * k + j) + 1];
+        }
+        if (dw) dw[j] = T(sw);
+        if (db) db[j] = T(sb);
+      },
+      stream);
+}
+
+template <typename T>
+void launch_group_norm_param_grads(const NormShape& s, const T* g, const T* x, const double* mean,
+                                   const double* rstd, double* partial, T* dw, T* db, Stream stream) {
+  const int64_t channels = s.groups * s.cg, samples = s.rows / s.groups, k = s.cg * s.hw;
+  launch_elements(
+      samples * channels,
+      [=] ENGINE_KERNEL(int64_t i) {
+        const int64_t n = i / channels, ch = i % channels;
+        const int64_t r = n * s.groups + ch / s.cg;  // the row holding this channel
+        const int64_t at = r * k + (ch % s.cg) * s.hw;
+        const kernels::Centre<T> centre(mean[r]);
+        double sg, sgx;
+        kernels::run_sums(g + at, x + at, s.hw, centre, &sg, &sgx);
+        partial[2 * i] = sgx * rstd[r];
+        partial[2 * i + 1] = sg;
+      },
+      stream);
+  launch_elements(
+      channels,
+      [=] ENGINE_KERNEL(int64_t ch) {
+        double sw = 0, sb = 0;
+        for (int64_t n = 0; n < samples; ++n) {
+          sw += partial[2 * (n * channels + ch)];
+          sb += partial[2 * (n * channels + ch) + 1];
+        }
+        if (dw) dw[ch] = T(sw);
+        if (db) db[ch] = T(sb);
+      },
+      stream);
+}
+
+#define ENGINE_CUDA_NORM(T)                                                                                          \
+  template void launch_norm_forward<T>(const NormShape&, const T*, const T*, const T*, T*, double*, double*, Stream); \
+  template void launch_norm_backward_dx<T>(const NormShape&, const T*, const T*, const T*, const double*,            \
+                                           const double*, T*, Stream);                                               \
+  template void launch_norm_forward_chunked<T>(const NormShape&, const T*, const T*, const T*, T*, double*, double*,  \
+                                               int64_t, int64_t, double*, Stream);                                   \
+  template void launch_norm_backward_dx_chunked<T>(const NormShape&, const T*, const T*, const T*, const double*,    \
+                                                   const double*, T*, int64_t, int64_t, double*, Stream);            \
+  template void launch_layer_norm_param_grads<T>(const NormShape&, const T*, const T*, const double*, const double*, \
+                                                 double*, int64_t, int64_t, T*, T*, Stream);                         \
+  template void launch_group_norm_param_grads<T>(const NormShape&, const T*, const T*, const double*, const double*, \
+                                                 double*, T*, T*, Stream);
+ENGINE_CUDA_NORM(float)
+ENGINE_CUDA_NORM(double)
+#undef ENGINE_CUDA_NORM
+
+}  // namespace engine::cuda

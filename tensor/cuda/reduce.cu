@@ -1,0 +1,144 @@
+// reduce.cu: the reduction kernels (sum, mean, amax, amin, logsumexp, var, argmax) with the
+// portable reducers of tensor/kernels/reduce.h, the same bodies the CPU loop drives.
+//
+// One thread per output element folds its reduced elements (row-major order, r.step per
+// element). A long reduction over few outputs is split into chunks of fixed length, one thread
+// per (chunk, output), whose accumulators a second launch combines in chunk order
+// (reduce_launch.h). Sums accumulate in double as on the CPU; the order differs from the CPU's
+// 16-lane order, so results agree to rounding (f32: exactly after the final rounding in almost
+// every case, f64: to ~1e-15 relative for well-conditioned data).
+#include "tensor/cuda/launch.cuh"
+#include "tensor/cuda/reduce_launch.h"
+#include "tensor/kernels/reduce.h"
+
+namespace engine::cuda {
+
+namespace {
+
+// Offset in x of the first reduced element of output o.
+ENGINE_HD int64_t kept_offset(const ReduceGeometry& g, int64_t o) {
+  int64_t off = 0;
+  for (int d = g.n_kept - 1; d >= 0; --d) {
+    off += (o % g.kept_sizes[d]) * g.kept_strides[d];
+    o /= g.kept_sizes[d];
+  }
+  return off;
+}
+
+// Folds reduced positions [r0, r1) (row-major over the reduced dims) of the output whose first
+// element is base[0] into acc. The N-d index is peeled once, then advanced with carries.
+template <typename R, typename T>
+ENGINE_HD typename R::Acc fold_range(const R& r, const ReduceGeometry& g, const T* base, int64_t r0, int64_t r1,
+                                     typename R::Acc acc) {
+  if (r0 >= r1) return acc;
+  const int nr = g.n_red;
+  if (nr == 0) return r.step(acc, base[0]);  // nothing reduced: the element itself
+  int64_t idx[kStridedMaxDims];
+  int64_t off = 0, rem = r0;
+  for (int d = nr - 1; d >= 0; --d) {
+    idx[d] = rem % g.red_sizes[d];
+    rem /= g.red_sizes[d];
+    off += idx[d] * g.red_strides[d];
+  }
+  const int64_t inner = g.red_sizes[nr - 1], is = g.red_strides[nr - 1];
+  int64_t pos = r0;
+  while (pos < r1) {
+    // the rest of the innermost run, then a carry into the outer reduced dims
+    const int64_t i0 = idx[nr - 1];
+    const int64_t len = (inner - i0) < (r1 - pos) ? (inner - i0) : (r1 - pos);
+    const T* p = base + off;
+    for (int64_t i = 0; i < len; ++i) acc = r.step(acc, p[i * is]);
+    pos += len;
+    if (pos >= r1) break;
+    off -= i0 * is;
+    idx[nr - 1] = 0;
+    for (int d = nr - 2; d >= 0; --d) {
+      off += g.red_strides[d];
+      if (++idx[d] < g.red_sizes[d]) break;
+      off -= idx[d] * g.red_strides[d];
+      idx[d] = 0;
+    }
+  }
+  return acc;
+}
+
+}  // namespace
+
+template <typename R, typename T, typename Out>
+void launch_reduce(const ReduceGeometry& g, const T* x, Out* dst, R r, void* partial, int64_t n_chunks,
+                   int64_t chunk_len, Stream stream) {
+  using Acc = typename R::Acc;
+  const int64_t n_out = g.n_out, count = g.count;
+  if (n_out <= 0) return;
+  if (n_chunks <= 1) {
+    launch_elements(
+        n_out,
+        [=] ENGINE_KERNEL(int64_t o) {
+          dst[o] = r.finish(fold_range(r, g, x + kept_offset(g, o), 0, count, r.identity(o)), count);
+        },
+        stream);
+    return;
+  }
+  Acc* part = static_cast<Acc*>(partial);
+  // Thread i = (chunk c, output o), outputs fastest so neighbouring threads read neighbouring
+  // outputs' elements when the kept dims are the contiguous ones.
+  launch_elements(
+      n_out * n_chunks,
+      [=] ENGINE_KERNEL(int64_t i) {
+        const int64_t c = i / n_out, o = i % n_out;
+        const int64_t r0 = c * chunk_len, r1 = r0 + chunk_len < count ? r0 + chunk_len : count;
+        part[i] = fold_range(r, g, x + kept_offset(g, o), r0, r1, r.identity(o));
+      },
+      stream);
+  launch_elements(
+      n_out,
+      [=] ENGINE_KERNEL(int64_t o) {
+        Acc acc = part[o];
+        for (int64_t c = 1; c < n_chunks; ++c) acc = r.combine(acc, part[c * n_out + o]);
+        dst[o] = r.finish(acc, count);
+      },
+      stream);
+}
+
+template <typename T>
+void launch_argmax(const StridedGeometry<1>& lines, const T* x, int64_t n, int64_t stride, int64_t* dst,
+                   Stream stream) {
+  launch_elements(
+      lines.numel,
+      [=] ENGINE_KERNEL(int64_t l) {
+        int64_t off[1];
+        strided_offsets<1>(lines, l, off);
+        dst[l] = kernels::argmax_line(x + off[0], n, stride);
+      },
+      stream);
+}
+
+// Aliases keep the reducer types free of commas inside the instantiation macro.
+template <typename T>
+using MeanStats = kernels::SumReducer<T, double>;  // var's first pass: means in double
+template <typename T>
+using MinReducer = kernels::MaxMinReducer<T, true>;
+template <typename T>
+using MaxReducer = kernels::MaxMinReducer<T, false>;
+
+#define ENGINE_CUDA_REDUCE(R, T, Out) \
+  template void launch_reduce<R, T, Out>(const ReduceGeometry&, const T*, Out*, R, void*, int64_t, int64_t, Stream);
+#define ENGINE_CUDA_REDUCERS(T)                          \
+  ENGINE_CUDA_REDUCE(kernels::SumReducer<T>, T, T)       \
+  ENGINE_CUDA_REDUCE(MinReducer<T>, T, T)                \
+  ENGINE_CUDA_REDUCE(MaxReducer<T>, T, T)                \
+  ENGINE_CUDA_REDUCE(kernels::LogSumExpReducer<T>, T, T) \
+  ENGINE_CUDA_REDUCE(kernels::VarReducer<T>, T, T)
+ENGINE_CUDA_REDUCERS(float)
+ENGINE_CUDA_REDUCERS(double)
+ENGINE_CUDA_REDUCE(MeanStats<float>, float, double)  // (for double it is SumReducer<double> itself)
+#undef ENGINE_CUDA_REDUCERS
+#undef ENGINE_CUDA_REDUCE
+
+template void launch_argmax<float>(const StridedGeometry<1>&, const float*, int64_t, int64_t, int64_t*, Stream);
+template void launch_argmax<double>(const StridedGeometry<1>&, const double*, int64_t, int64_t, int64_t*, Stream);
+template void launch_argmax<int32_t>(const StridedGeometry<1>&, const int32_t*, int64_t, int64_t, int64_t*, Stream);
+template void launch_argmax<int64_t>(const StridedGeometry<1>&, const int64_t*, int64_t, int64_t, int64_t*, Stream);
+template void launch_argmax<uint8_t>(const StridedGeometry<1>&, const uint8_t*, int64_t, int64_t, int64_t*, Stream);
+
+}  // namespace engine::cuda

@@ -1,0 +1,206 @@
+// softmax.cu: softmax, log_softmax and cross_entropy kernels with the portable line bodies of
+// tensor/kernels/softmax.h (the ones the CPU loop calls): one thread per line, the max, the
+// exponential sum (in double) and the normalisation done by that thread in the CPU's order, so
+// results differ from the CPU only by the device's exp/log (last-bit). Long lines over few of them
+// are split into chunks (one thread each) whose partial maxima and sums are combined per line in
+// chunk order by separate launches; the elements are then written one thread each. The per-element
+// arithmetic is the line bodies' (T(x - m) through exp, sums of the rounded values in double).
+#include "tensor/cuda/launch.cuh"
+#include "tensor/cuda/softmax_launch.h"
+#include "tensor/kernels/softmax.h"
+
+namespace engine::cuda {
+
+template <typename T>
+void launch_softmax(const StridedGeometry<2>& lines, const T* x, int64_t xs, T* y, int64_t ys, int64_t n, bool log,
+                    Stream stream) {
+  launch_elements(
+      lines.numel,
+      [=] ENGINE_KERNEL(int64_t l) {
+        int64_t off[2];
+        strided_offsets<2>(lines, l, off);
+        if (log)
+          kernels::log_softmax_line(x + off[0], xs, y + off[1], ys, n);
+        else
+          kernels::softmax_line(x + off[0], xs, y + off[1], ys, n);
+      },
+      stream);
+}
+
+template <typename T>
+void launch_softmax_backward(const StridedGeometry<3>& lines, const T* g, int64_t gs, const T* y, int64_t ys, T* dx,
+                             int64_t ds, int64_t n, bool log, Stream stream) {
+  launch_elements(
+      lines.numel,
+      [=] ENGINE_KERNEL(int64_t l) {
+        int64_t off[3];
+        strided_offsets<3>(lines, l, off);
+        if (log)
+          kernels::log_softmax_backward_line(g + off[0], gs, y + off[1], ys, dx + off[2], ds, n);
+        else
+          kernels::softmax_backward_line(g + off[0], gs, y + off[1], ys, dx + off[2], ds, n);
+      },
+      stream);
+}
+
+template <typename T>
+void launch_softmax_chunked(const StridedGeometry<2>& lines, const T* x, int64_t xs, T* y, int64_t ys, int64_t n,
+                            bool log, int64_t chunk, int64_t n_chunks, double* scratch, Stream stream) {
+  const int64_t n_lines = lines.numel;
+  double* part = scratch;                        // [n_chunks, n_lines]
+  double* maxes = scratch + n_chunks * n_lines;  // [n_lines], values of T
+  double* sums = maxes + n_lines;                // [n_lines]
+  const kernels::MaxMinReducer<T, false> mx;
+  launch_elements(
+      n_chunks * n_lines,
+      [=] ENGINE_KERNEL(int64_t i) {
+        const int64_t c = i / n_lines, l = i % n_lines;
+        int64_t off[2];
+        strided_offsets<2>(lines, l, off);
+        const int64_t j1 = (c + 1) * chunk < n ? (c + 1) * chunk : n;
+        T m = mx.identity(0);
+        for (int64_t j = c * chunk; j < j1; ++j) m = mx.step(m, x[off[0] + j * xs]);
+        part[i] = double(m);
+      },
+      stream);
+  launch_elements(
+      n_lines,
+      [=] ENGINE_KERNEL(int64_t l) {
+        T m = mx.identity(0);
+        for (int64_t c = 0; c < n_chunks; ++c) m = mx.combine(m, T(part[c * n_lines + l]));
+        maxes[l] = double(m);
+      },
+      stream);
+  launch_elements(
+      n_chunks * n_lines,
+      [=] ENGINE_KERNEL(int64_t i) {
+        const int64_t c = i / n_lines, l = i % n_lines;
+        int64_t off[2];
+        strided_offsets<2>(lines, l, off);
+        const int64_t j1 = (c + 1) * chunk < n ? (c + 1) * chunk : n;
+        const T m = T(maxes[l]);
+        double s = 0;
+        for (int64_t j = c * chunk; j < j1; ++j) s += double(kernels::sexp(T(x[off[0] + j * xs] - m)));
+        part[i] = s;
+      },
+      stream);
+  launch_elements(
+      n_lines,
+      [=] ENGINE_KERNEL(int64_t l) {
+        double s = 0;
+        for (int64_t c = 0; c < n_chunks; ++c) s += part[c * n_lines + l];
+        sums[l] = s;
+      },
+      stream);
+  launch_elements(
+      n_lines * n,
+      [=] ENGINE_KERNEL(int64_t i) {
+        const int64_t l = i / n, j = i % n;
+        int64_t off[2];
+        strided_offsets<2>(lines, l, off);
+        const T v = x[off[0] + j * xs];
+        const T m = T(maxes[l]);
+        if (log)
+          y[off[1] + j * ys] = T(double(v) - (double(m) + ::log(sums[l])));
+        else
+          y[off[1] + j * ys] = kernels::sexp(T(v - m)) * T(1.0 / sums[l]);
+      },
+      stream);
+}
+
+template <typename T>
+void launch_softmax_backward_chunked(const StridedGeometry<3>& lines, const T* g, int64_t gs, const T* y, int64_t ys,
+                                     T* dx, int64_t ds, int64_t n, bool log, int64_t chunk, int64_t n_chunks,
+                                     double* scratch, Stream stream) {
+  const int64_t n_lines = lines.numel;
+  double* part = scratch;                       // [n_chunks, n_lines]
+  double* sums = scratch + n_chunks * n_lines;  // [n_lines]: sum(g y) or sum(g)
+  launch_elements(
+      n_chunks * n_lines,
+      [=] ENGINE_KERNEL(int64_t i) {
+        const int64_t c = i / n_lines, l = i % n_lines;
+        int64_t off[3];
+        strided_offsets<3>(lines, l, off);
+        const int64_t j1 = (c + 1) * chunk < n ? (c + 1) * chunk : n;
+        double s = 0;
+        for (int64_t j = c * chunk; j < j1; ++j) {
+          const double gv = double(g[off[0] + j * gs]);
+          s += log ? gv : gv * double(y[off[1] + j * ys]);
+        }
+        part[i] = s;
+      },
+      stream);
+  launch_elements(
+      n_lines,
+      [=] ENGINE_KERNEL(int64_t l) {
+        double s = 0;
+        for (int64_t c = 0; c < n_chunks; ++c) s += part[c * n_lines + l];
+        sums[l] = s;
+      },
+      stream);
+  launch_elements(
+      n_lines * n,
+      [=] ENGINE_KERNEL(int64_t i) {
+        const int64_t l = i / n, j = i % n;
+        int64_t off[3];
+        strided_offsets<3>(lines, l, off);
+        const T gv = g[off[0] + j * gs], yv = y[off[1] + j * ys];
+        const T s = T(sums[l]);
+        dx[off[2] + j * ds] = log ? T(gv - kernels::sexp(yv) * s) : T(yv * (gv - s));
+      },
+      stream);
+}
+
+template <typename T>
+void launch_cross_entropy(const T* x, int64_t rows, int64_t c, int64_t xr, int64_t xc, const int64_t* t, int64_t ts,
+                          double* losses, T* out, Stream stream) {
+  launch_elements(
+      rows, [=] ENGINE_KERNEL(int64_t r) { losses[r] = kernels::cross_entropy_row(x + r * xr, xc, c, t[r * ts]); },
+      stream);
+  // The mean over rows in row order (deterministic); rows = 0 gives 0/0 = NaN, as PyTorch.
+  launch_elements(
+      1,
+      [=] ENGINE_KERNEL(int64_t) {
+        double total = 0;
+        for (int64_t r = 0; r < rows; ++r) total += losses[r];
+        out[0] = T(total / double(rows));
+      },
+      stream);
+}
+
+template <typename T>
+void launch_cross_entropy_backward(const T* x, int64_t rows, int64_t c, int64_t xr, int64_t xc, const int64_t* t,
+                                   int64_t ts, const T* g, double inv_n, T* dx, Stream stream) {
+  launch_elements(
+      rows,
+      [=] ENGINE_KERNEL(int64_t r) {
+        kernels::cross_entropy_backward_row(x + r * xr, xc, dx + r * c, int64_t(1), c, t[r * ts],
+                                            T(double(g[0]) * inv_n));
+      },
+      stream);
+}
+
+template <typename T>
+void launch_one_hot(const int64_t* t, int64_t ts, int64_t rows, int64_t c, T* out, Stream stream) {
+  launch_elements(rows, [=] ENGINE_KERNEL(int64_t r) { out[r * c + t[r * ts]] = T(1); }, stream);
+}
+
+#define ENGINE_CUDA_SOFTMAX(T)                                                                                     \
+  template void launch_softmax<T>(const StridedGeometry<2>&, const T*, int64_t, T*, int64_t, int64_t, bool,         \
+                                  Stream);                                                                         \
+  template void launch_softmax_backward<T>(const StridedGeometry<3>&, const T*, int64_t, const T*, int64_t, T*,     \
+                                           int64_t, int64_t, bool, Stream);                                        \
+  template void launch_softmax_chunked<T>(const StridedGeometry<2>&, const T*, int64_t, T*, int64_t, int64_t, bool, \
+                                          int64_t, int64_t, double*, Stream);                                      \
+  template void launch_softmax_backward_chunked<T>(const StridedGeometry<3>&, const T*, int64_t, const T*, int64_t,  \
+                                                   T*, int64_t, int64_t, bool, int64_t, int64_t, double*, Stream);  \
+  template void launch_cross_entropy<T>(const T*, int64_t, int64_t, int64_t, int64_t, const int64_t*, int64_t,      \
+                                        double*, T*, Stream);                                                      \
+  template void launch_cross_entropy_backward<T>(const T*, int64_t, int64_t, int64_t, int64_t, const int64_t*,      \
+                                                 int64_t, const T*, double, T*, Stream);                           \
+  template void launch_one_hot<T>(const int64_t*, int64_t, int64_t, int64_t, T*, Stream);
+ENGINE_CUDA_SOFTMAX(float)
+ENGINE_CUDA_SOFTMAX(double)
+#undef ENGINE_CUDA_SOFTMAX
+
+}  // namespace engine::cuda

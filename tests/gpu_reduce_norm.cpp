@@ -1,0 +1,288 @@
+// gpu_reduce_norm: reductions, softmax / losses and normalisation on CUDA tensors against the same
+// ops on the CPU (which tests/test_reduce.cpp, test_softmax_norm.cpp and test_parity_reduce.cpp
+// check against PyTorch and finite differences), forward, backward and double backward, through
+// gpu_test::check_op.
+//
+// Covered: sum, mean, amax, amin (ties share the gradient), logsumexp, var, argmax, softmax,
+// log_softmax, cross_entropy, layer_norm, group_norm, in f32 and f64, over several dim sets:
+// all dims (empty dims), one dim, several dims, keepdim, a non-contiguous (transposed) input,
+// and reductions long enough (> 4096 elements per output over few outputs) to take the chunked
+// two-launch path. Double backward wherever the CPU has it (everything but amax/amin, whose
+// gradient mask is a constant, and argmax, which has no gradient). sum over arbitrary dims is
+// also exercised through sum_to by the gradient of a broadcasting mul.
+//
+// Tolerances (hold on a real GPU, not only in emulation): both devices accumulate sums in double
+// but in different orders (16 fixed lanes on the CPU, a sequential fold per thread or chunk on the
+// GPU), and the GPU's expf/exp/log may differ from glibc's in the last bit, and nvcc may contract
+// a * b + c into an FMA. f32: rtol 1e-5, atol 1e-5 (atol covers gradients that cancel to ~0);
+// f64: rtol 1e-11, atol 1e-12. argmax is compared exactly.
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+#include "gpu_fixtures.h"
+#include "tensor/error.h"
+
+using namespace engine;
+using gpu_test::check_op;
+using gpu_test::kGpu;
+
+namespace {
+
+struct Tol {
+  double rtol, atol;
+};
+Tol tol_of(DType dt) { return dt == DType::f32 ? Tol{1e-5, 1e-5} : Tol{1e-11, 1e-12}; }
+
+Tensor input(const Dims& shape, DType dt, uint64_t seed, bool grad = true) {
+  Generator gen(seed);
+  Tensor t = randn(shape, gen, opts(dt));
+  if (grad) t.requires_grad_(true);
+  return t;
+}
+
+// Values on a coarse grid (k / 2 for small integers k), so that maxima tie often.
+Tensor tied_input(const Dims& shape, DType dt, uint64_t seed) {
+  Generator gen(seed);
+  const std::vector<double> v = randn(shape, gen, opts(DType::f64)).to_vector();
+  std::vector<double> q(v.size());
+  for (size_t i = 0; i < v.size(); ++i) q[i] = std::round(v[i] * 1.5) / 2.0;
+  Tensor t = from_vector(q, shape, opts(dt));
+  t.requires_grad_(true);
+  return t;
+}
+
+std::string name_of(const char* op, DType dt, const Dims& shape, const Dims& dims, bool keepdim, bool transposed) {
+  return std::string(op) + " " + dtype_name(dt) + " shape " + shape.str() + " dims " +
+         (dims.empty() ? std::string("all") : dims.str()) + (keepdim ? " keepdim" : "") +
+         (transposed ? " transposed" : "");
+}
+
+struct ReduceCase {
+  Dims shape, dims;
+  bool keepdim, transposed;  // transposed: the op sees transpose(x, 0, -1), a non-contiguous view
+};
+
+const std::vector<ReduceCase>& reduce_cases() {
+  static const std::vector<ReduceCase> cases = {
+      {{2, 3, 4}, {}, false, false},        // all dims
+      {{2, 3, 4}, {1}, false, false},       // one middle dim
+      {{2, 3, 4}, {0, 2}, true, false},     // several dims, keepdim
+      {{2, 3, 4}, {-1}, false, true},       // innermost dim of a transposed view
+      {{3, 4, 5}, {0, 1}, false, true},     // several dims of a transposed view
+      {{4, 5}, {0, 1}, true, false},        // every dim named explicitly
+      {{5}, {0}, false, false},             // 1-D
+      {{3, 5000}, {1}, false, false},       // long rows, few outputs: chunked
+      {{70, 80}, {}, false, false},         // full reduction of 5600 elements: chunked
+      {{6000, 3}, {0}, true, false},        // long strided reduction: chunked
+      {{2, 4500, 2}, {1}, false, true},     // chunked over a transposed view
+  };
+  return cases;
+}
+
+// Applies the case's view to x, then op.
+template <typename Op>
+std::function<Tensor(const std::vector<Tensor>&)> with_view(const ReduceCase& c, Op op) {
+  return [c, op](const std::vector<Tensor>& in) {
+    Tensor x = c.transposed ? transpose(in[0], 0, -1) : in[0];
+    return op(x);
+  };
+}
+
+}  // namespace
+
+TEST_CASE("sum, mean, logsumexp and var on CUDA match the CPU (forward, backward, double backward)") {
+  if (gpu_test::no_device()) return;
+  for (DType dt : {DType::f32, DType::f64}) {
+    const Tol t = tol_of(dt);
+    uint64_t seed = 10;
+    for (const ReduceCase& c : reduce_cases()) {
+      const Dims dims = c.dims;
+      const bool kd = c.keepdim;
+      // The long cases skip the double backward (slow in the emulated build; same kernels).
+      const bool second = c.shape.product() < 4096;
+      check_op(name_of("sum", dt, c.shape, dims, kd, c.transposed), {input(c.shape, dt, ++seed)},
+               with_view(c, [=](const Tensor& x) { return sum(x, dims, kd); }), t.rtol, t.atol, second);
+      check_op(name_of("mean", dt, c.shape, dims, kd, c.transposed), {input(c.shape, dt, ++seed)},
+               with_view(c, [=](const Tensor& x) { return mean(x, dims, kd); }), t.rtol, t.atol, second);
+      check_op(name_of("logsumexp", dt, c.shape, dims, kd, c.transposed), {input(c.shape, dt, ++seed)},
+               with_view(c, [=](const Tensor& x) { return logsumexp(x, dims, kd); }), t.rtol, t.atol, second);
+      check_op(name_of("var", dt, c.shape, dims, kd, c.transposed), {input(c.shape, dt, ++seed)},
+               with_view(c, [=](const Tensor& x) { return var(x, dims, 1, kd); }), t.rtol, t.atol, second);
+      check_op(name_of("var correction 0", dt, c.shape, dims, kd, c.transposed), {input(c.shape, dt, ++seed)},
+               with_view(c, [=](const Tensor& x) { return var(x, dims, 0, kd); }), t.rtol, t.atol, false);
+    }
+  }
+}
+
+TEST_CASE("amax and amin on CUDA match the CPU, ties sharing the gradient") {
+  if (gpu_test::no_device()) return;
+  for (DType dt : {DType::f32, DType::f64}) {
+    const Tol t = tol_of(dt);
+    uint64_t seed = 100;
+    for (const ReduceCase& c : reduce_cases()) {
+      const Dims dims = c.dims;
+      const bool kd = c.keepdim;
+      check_op(name_of("amax", dt, c.shape, dims, kd, c.transposed), {tied_input(c.shape, dt, ++seed)},
+               with_view(c, [=](const Tensor& x) { return amax(x, dims, kd); }), t.rtol, t.atol);
+      check_op(name_of("amin", dt, c.shape, dims, kd, c.transposed), {tied_input(c.shape, dt, ++seed)},
+               with_view(c, [=](const Tensor& x) { return amin(x, dims, kd); }), t.rtol, t.atol);
+    }
+  }
+  // Ties, checked by value: the maximum 2 appears twice in the row, each copy gets half.
+  Tensor x = from_vector({2, 1, 2, 0}, {1, 4}, opts(DType::f32, kGpu));
+  x.requires_grad_(true);
+  Tensor y = amax(x, {1});
+  const TensorList g = autograd::grad({y}, {x}, {full({1}, 1.0, opts(DType::f32, kGpu))});
+  CHECK(g[0].to(Device::cpu()).to_vector() == std::vector<double>{0.5, 0, 0.5, 0});
+}
+
+TEST_CASE("NaN propagates through amax on CUDA as on the CPU") {
+  if (gpu_test::no_device()) return;
+  const Tensor x = from_vector({1, NAN, 3, 4, 5, 6}, {2, 3});
+  const Tensor g = amax(x.to(kGpu), {1}).to(Device::cpu());
+  const std::vector<double> v = g.to_vector();
+  CHECK(std::isnan(v[0]));
+  CHECK(v[1] == 6);
+}
+
+TEST_CASE("argmax on CUDA equals the CPU (first maximum, NaN counts as the maximum)") {
+  if (gpu_test::no_device()) return;
+  for (DType dt : {DType::f32, DType::f64}) {
+    for (const ReduceCase& c : reduce_cases()) {
+      const Tensor xc = tied_input(c.shape, dt, 7).detach();
+      const Tensor view_c = c.transposed ? transpose(xc, 0, -1) : xc;
+      const Tensor view_g = c.transposed ? transpose(xc.to(kGpu), 0, -1) : xc.to(kGpu);
+      for (int64_t d = 0; d < view_c.dim(); ++d) {
+        CAPTURE(name_of("argmax", dt, c.shape, {d}, c.keepdim, c.transposed));
+        const Tensor a = argmax(view_g, d, c.keepdim);
+        CHECK(a.device().is_cuda());
+        gpu_test::check_equal("argmax", a, argmax(view_c, d, c.keepdim));
+      }
+    }
+  }
+  const Tensor nan_row = from_vector({1, 7, NAN, 7, 2, 9, 9, 1}, {2, 4});
+  gpu_test::check_equal("argmax with NaN and ties", argmax(nan_row.to(kGpu), 1), argmax(nan_row, 1));
+  const Tensor ints = from_vector({3, 1, 4, 1, 5, 9, 2, 6}, {2, 4}, opts(DType::i64));
+  gpu_test::check_equal("argmax of i64", argmax(ints.to(kGpu), 0), argmax(ints, 0));
+}
+
+TEST_CASE("empty reductions on CUDA follow the CPU") {
+  if (gpu_test::no_device()) return;
+  const Tensor x = zeros({3, 0, 2});
+  gpu_test::check_equal("sum over an empty dim", sum(x.to(kGpu), {1}), sum(x, {1}));
+  const Tensor m_gpu = mean(x.to(kGpu), {1}).to(Device::cpu());
+  for (double v : m_gpu.to_vector()) CHECK(std::isnan(v));
+  CHECK(sum(zeros({0, 4}).to(kGpu), {0}).to(Device::cpu()).to_vector() == std::vector<double>(4, 0.0));
+  CHECK_THROWS_WITH_AS(amax(x.to(kGpu), {1}), doctest::Contains("cannot reduce over an empty dimension"), Error);
+}
+
+TEST_CASE("sum_to (the gradient of broadcasting) on CUDA matches the CPU") {
+  if (gpu_test::no_device()) return;
+  for (DType dt : {DType::f32, DType::f64}) {
+    const Tol t = tol_of(dt);
+    check_op(std::string("broadcast mul ") + dtype_name(dt), {input({4, 1, 5}, dt, 1), input({3, 1}, dt, 2)},
+             [](const std::vector<Tensor>& in) { return mul(in[0], in[1]); }, t.rtol, t.atol, true);
+    check_op(std::string("broadcast add, long ") + dtype_name(dt), {input({5000, 2}, dt, 3), input({2}, dt, 4)},
+             [](const std::vector<Tensor>& in) { return add(in[0], in[1]); }, t.rtol, t.atol);
+  }
+}
+
+TEST_CASE("softmax and log_softmax on CUDA match the CPU") {
+  if (gpu_test::no_device()) return;
+  for (DType dt : {DType::f32, DType::f64}) {
+    const Tol t = tol_of(dt);
+    struct Case {
+      Dims shape;
+      int64_t dim;
+      bool transposed;
+    };
+    const std::vector<Case> cases = {{{4, 7}, 1, false}, {{4, 7}, 0, false}, {{2, 3, 5}, 1, false},
+                                     {{2, 3, 5}, -1, true}, {{3, 6}, 0, true}, {{2, 5000}, 1, false},
+                                     {{6000, 2}, 0, false}, {{3, 4500}, 0, true}};  // long lines: chunked
+    uint64_t seed = 200;
+    for (const Case& c : cases) {
+      for (bool log : {false, true}) {
+        const int64_t dim = c.dim;
+        const bool tr = c.transposed;
+        auto f = [=](const std::vector<Tensor>& in) {
+          Tensor x = tr ? transpose(in[0], 0, -1) : in[0];
+          return log ? log_softmax(x, dim) : softmax(x, dim);
+        };
+        const std::string what = name_of(log ? "log_softmax" : "softmax", dt, c.shape, {dim}, false, tr);
+        const Tensor x = input(c.shape, dt, ++seed);
+        check_op(what + " (fused backward)", {x}, f, t.rtol, t.atol, false);
+        check_op(what + " (composite backward, double backward)", {x}, f, t.rtol, t.atol, true);
+      }
+    }
+  }
+}
+
+TEST_CASE("cross_entropy on CUDA matches the CPU") {
+  if (gpu_test::no_device()) return;
+  for (DType dt : {DType::f32, DType::f64}) {
+    const Tol t = tol_of(dt);
+    const Tensor target = from_vector({2, 0, 4, 4, 1, 3}, {6}, opts(DType::i64));
+    check_op(std::string("cross_entropy ") + dtype_name(dt), {input({6, 5}, dt, 300), target},
+             [](const std::vector<Tensor>& in) { return cross_entropy(in[0], in[1]); }, t.rtol, t.atol, false);
+    check_op(std::string("cross_entropy double backward ") + dtype_name(dt), {input({6, 5}, dt, 301), target},
+             [](const std::vector<Tensor>& in) { return cross_entropy(in[0], in[1]); }, t.rtol, t.atol, true);
+    // Logits as a transposed view (class stride != 1).
+    check_op(std::string("cross_entropy transposed ") + dtype_name(dt), {input({5, 6}, dt, 302), target},
+             [](const std::vector<Tensor>& in) { return cross_entropy(transpose(in[0], 0, 1), in[1]); }, t.rtol,
+             t.atol, true);
+  }
+  const Tensor bad = from_vector({0, 5}, {2}, opts(DType::i64)).to(kGpu);
+  CHECK_THROWS_WITH_AS(cross_entropy(zeros({2, 5}).to(kGpu), bad), doctest::Contains("target 5 out of range"),
+                       Error);
+}
+
+TEST_CASE("layer_norm and group_norm on CUDA match the CPU") {
+  if (gpu_test::no_device()) return;
+  for (DType dt : {DType::f32, DType::f64}) {
+    const Tol t = tol_of(dt);
+    for (bool second : {false, true}) {  // fused first-order backward / composite with double backward
+      const std::string order = second ? " (double backward)" : " (fused backward)";
+      check_op(std::string("layer_norm affine ") + dtype_name(dt) + order,
+               {input({3, 4, 6}, dt, 400), input({4, 6}, dt, 401), input({4, 6}, dt, 402)},
+               [](const std::vector<Tensor>& in) { return layer_norm(in[0], {4, 6}, in[1], in[2]); }, t.rtol, t.atol,
+               second);
+      check_op(std::string("layer_norm plain, transposed input ") + dtype_name(dt) + order, {input({5, 3}, dt, 403)},
+               [](const std::vector<Tensor>& in) { return layer_norm(transpose(in[0], 0, 1), {5}); }, t.rtol, t.atol,
+               second);
+      check_op(std::string("layer_norm weight only ") + dtype_name(dt) + order,
+               {input({7, 8}, dt, 404), input({8}, dt, 405)},
+               [](const std::vector<Tensor>& in) { return layer_norm(in[0], {8}, in[1], Tensor(), 1e-3); }, t.rtol,
+               t.atol, second);
+      check_op(std::string("group_norm affine ") + dtype_name(dt) + order,
+               {input({2, 6, 3, 4}, dt, 406), input({6}, dt, 407), input({6}, dt, 408)},
+               [](const std::vector<Tensor>& in) { return group_norm(in[0], 3, in[1], in[2]); }, t.rtol, t.atol,
+               second);
+      check_op(std::string("group_norm plain, transposed input ") + dtype_name(dt) + order,
+               {input({5, 4, 2}, dt, 409)},
+               [](const std::vector<Tensor>& in) { return group_norm(transpose(in[0], 0, 2), 2); }, t.rtol, t.atol,
+               second);
+    }
+    // Long rows over few of them: statistics and dx in chunks (both ops, with and without affine).
+    for (bool second : {false, true}) {
+      check_op(std::string("layer_norm long rows ") + dtype_name(dt),
+               {input({2, 5000}, dt, 413), input({5000}, dt, 414), input({5000}, dt, 415)},
+               [](const std::vector<Tensor>& in) { return layer_norm(in[0], {5000}, in[1], in[2]); }, t.rtol, t.atol,
+               second);
+      check_op(std::string("layer_norm long rows, weight only ") + dtype_name(dt),
+               {input({2, 5000}, dt, 416), input({5000}, dt, 417)},
+               [](const std::vector<Tensor>& in) { return layer_norm(in[0], {5000}, in[1]); }, t.rtol, t.atol, second);
+      check_op(std::string("group_norm long rows ") + dtype_name(dt),
+               {input({2, 4, 3000}, dt, 418), input({4}, dt, 419), input({4}, dt, 420)},
+               [](const std::vector<Tensor>& in) { return group_norm(in[0], 2, in[1], in[2]); }, t.rtol, t.atol,
+               second);
+      check_op(std::string("group_norm long rows plain ") + dtype_name(dt), {input({1, 2, 4500}, dt, 421)},
+               [](const std::vector<Tensor>& in) { return group_norm(in[0], 1); }, t.rtol, t.atol, second);
+    }
+    // Many rows: layer_norm's column sums take several row chunks.
+    check_op(std::string("layer_norm many rows ") + dtype_name(dt),
+             {input({2500, 3}, dt, 410), input({3}, dt, 411), input({3}, dt, 412)},
+             [](const std::vector<Tensor>& in) { return layer_norm(in[0], {3}, in[1], in[2]); }, t.rtol, t.atol);
+  }
+}
