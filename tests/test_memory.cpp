@@ -731,7 +731,7 @@ TEST_CASE("profiler: exports sorted by contribution to the peak") {
   REQUIRE(lines.size() == 4);
   CHECK(lines[0] ==
         "op,module,pass,calls,at_peak_bytes,allocated_bytes,freed_bytes,retained_bytes,"
-        "transient_max_bytes,saved_bytes,time_us");
+        "transient_max_bytes,saved_bytes,time_us,phase");
   CHECK(lines[1].rfind("big,,fwd,1,8192,8192,0,8192,0,0,", 0) == 0);
   CHECK(lines[2].rfind("small,,fwd,2,2048,2048,0,2048,0,0,", 0) == 0);
   CHECK(lines[3].rfind("temp,,fwd,1,0,4096,4096,0,4096,0,", 0) == 0);

@@ -30,6 +30,7 @@
 
 #include "aurora/checkpoint.h"
 #include "aurora/cli/commands.h"
+#include "aurora/cli/train_setup.h"
 #include "aurora/config.h"
 #include "aurora/fid.h"
 #include "aurora/router_stats.h"
@@ -85,71 +86,24 @@ void run_train(const TrainOptions& opt) {
                opt.out, existing.empty() ? std::string() : existing.back());
   ENGINE_CHECK(!opt.config.empty() || (opt.resume && !existing.empty()),
                "--config is required (only --resume from an existing checkpoint can take the config from it)");
-  ENGINE_CHECK(opt.steps < 0 || opt.kimg < 0, "--steps and --kimg are exclusive: give one");
 
-  // Config document: file (or checkpoint), train defaults filled in, --set, CLI shortcuts.
-  nlohmann::json doc = opt.config.empty() ? aurora::checkpoint_config(existing.back()) : aurora::read_config_json(opt.config);
-  ENGINE_CHECK(doc.is_object(), "config: expected a JSON object");
-  doc["train"] = aurora::parse_train_config(doc.contains("train") ? doc["train"] : nlohmann::json()).to_json();
-  for (const std::string& o : opt.overrides) aurora::apply_override(doc, o);
-  if (!opt.data.empty()) doc["train"]["data"] = opt.data;
-  if (!opt.device.empty()) doc["train"]["device"] = opt.device;
-  if (!opt.precision.empty()) doc["train"]["precision"] = opt.precision;
-  if (opt.steps >= 0) doc["train"]["steps"] = opt.steps;
-  const std::string source = opt.config.empty() ? existing.back() : opt.config;
-  aurora::AuroraConfig cfg;
-  aurora::TrainConfig train;
-  try {
-    cfg = aurora::parse_config(doc, source);
-    train = aurora::parse_train_config(cfg.train);
-  } catch (const Error& e) {
-    throw Error(fmt::format("{} (in {})", e.what(), source));
-  }
-  if (opt.kimg >= 0) {
-    train.steps = int64_t(std::ceil(opt.kimg * 1000.0 / double(train.batch_size)));
-    doc["train"]["steps"] = train.steps;
-  }
-
-  const std::shared_ptr<io::Dataset> dataset = io::open_dataset(train.data);
-  // The paper's stage switch (spec 9): FIDs from the FID Inception-v3 (aurora/fid.h). The rule's
-  // callbacks run inside Trainer::step, on every rank (each computes the same FID from the same
-  // replicated G_ema, so all ranks grow at the same step).
-  std::unique_ptr<aurora::FidEvaluator> fid_evaluator;
-  std::shared_ptr<aurora::StageFid> stage_fid;
-  auto trainer_ref = std::make_shared<aurora::Trainer*>(nullptr);
-  std::unique_ptr<aurora::StageRule> rule;
-  if (train.growing.rule == "fid") {
-    ENGINE_CHECK(!train.growing.fid_weights.empty(),
-                 "config.train.growing.fid_weights: the \"fid\" growing rule needs the FID Inception weights "
-                 "(a safetensors file made by aurora/tools/convert_fid_inception.py; docs/evaluation.md)");
-    aurora::FidOptions fo;
-    fo.weights = train.growing.fid_weights;
-    fo.cache_dir = opt.out + "/fid_cache";
-    fo.verbose = root;
-    if (root) io::make_directories(fo.cache_dir);
-    comm.barrier();
-    fid_evaluator = std::make_unique<aurora::FidEvaluator>(fo);
-    stage_fid = std::make_shared<aurora::StageFid>(*fid_evaluator, dataset, train.data, train.growing.fid_n);
-    const uint64_t seed = train.seed;
-    rule = std::make_unique<aurora::ReferenceFidRule>(
-        [stage_fid](int64_t r) { return stage_fid->reference(r); },
-        [stage_fid, trainer_ref, seed](int64_t r) {
-          aurora::Trainer& t = **trainer_ref;
-          return stage_fid->generator(
-              [&](int64_t first, int64_t count) {
-                // G_ema at resolution r on the even half's captions; z from the sample stream at
-                // row `first` (rank-independent).
-                const Tensor z = t.make_z(count, seed, aurora::Trainer::kPurposeSample, first);
-                return t.G_ema().synthesize(t.G_ema().encode(t.tokenize(stage_fid->captions(first, count))), z, 1.0,
-                                            r);
-              },
-              r);
-        },
-        train.growing.fid_check_kimg, train.growing.fid_tolerance);
-  }
-  aurora::Trainer trainer(cfg, train, comm, std::move(rule));
-  *trainer_ref = &trainer;
-  trainer.set_model_json(doc);
+  TrainConfigSource src;
+  src.config = opt.config;
+  src.checkpoint = existing.empty() ? std::string() : existing.back();
+  src.overrides = opt.overrides;
+  src.data = opt.data;
+  src.device = opt.device;
+  src.precision = opt.precision;
+  src.steps = opt.steps;
+  src.kimg = opt.kimg;
+  const ResolvedTrainConfig resolved = resolve_train_config(src);
+  const nlohmann::json& doc = resolved.doc;
+  const aurora::TrainConfig& train = resolved.train;
+  const std::string& source = resolved.source;
+  BuiltTrainer built = build_trainer(resolved, opt.out, comm);
+  const std::shared_ptr<io::Dataset>& dataset = built.dataset;
+  const std::shared_ptr<aurora::StageFid>& stage_fid = built.stage_fid;
+  aurora::Trainer& trainer = *built.trainer;
   if (opt.resume && !existing.empty()) {
     aurora::load_checkpoint(trainer, existing.back());
     if (root) std::fprintf(stderr, "aurora train: resumed from %s (step %lld)\n", existing.back().c_str(),
@@ -211,15 +165,7 @@ void run_train(const TrainOptions& opt) {
     if (root) aurora::prune_checkpoints(ckpt_dir, train.keep_checkpoints);
   };
 
-  io::LoaderOptions lo;
-  lo.batch_size = trainer.local_batch();
-  lo.resolution = trainer.state().image_size;
-  lo.flip = train.flip;
-  lo.seed = train.seed;
-  lo.rank = comm.rank();
-  lo.world_size = comm.size();
-  lo.start_step = uint64_t(start_step);
-  io::DataLoader loader(dataset, lo);
+  io::DataLoader loader(dataset, loader_options(trainer, comm, start_step));
 
   std::unique_ptr<aurora::MetricsLog> metrics;
   if (root) metrics = std::make_unique<aurora::MetricsLog>(opt.out + "/metrics.jsonl", start_step);

@@ -14,6 +14,7 @@
 
 #include "tensor/backend.h"
 #include "tensor/cuda/device.h"
+#include "tensor/cuda/timing.h"
 #include "tensor/error.h"
 #include "tensor/memory/memory.h"
 
@@ -84,6 +85,7 @@ void copy_device_bytes(void* dst, Device dst_device, const void* src, Device src
 bool register_backend() {
   memory::register_raw_allocator(DeviceType::CUDA, {reserve_device_chunk, release_device_chunk});
   backend::register_device_copy(DeviceType::CUDA, copy_device_bytes);
+  memory::register_device_timer(device_timer());  // the profiler's CUDA events (timing.h)
   return true;
 }
 

@@ -21,6 +21,12 @@
 // freed since the peak; the latter are copied into `freed_since_peak` as they are freed. A new
 // peak empties that list. When profiling stops (or on reset) the snapshot is materialised
 // ("frozen"), because frees are no longer observed.
+//
+// On a CUDA device (docs/memory.md "On a GPU"): each call records a CUDA event on the compute
+// stream at entry and exit (DeviceTimer::record, no synchronisation); records() resolves the
+// pending ones with one synchronisation (resolve_gpu_times). Reconciliation compares the driver's
+// used bytes with the arena's reserved bytes between reset() and the export. Both go through the
+// DeviceTimer the CUDA backend registers (tensor/cuda/timing.cpp), so this file has no CUDA code.
 #include "tensor/memory/profiler.h"
 
 #include <algorithm>
@@ -53,6 +59,10 @@ struct Call {
   bool open = true;
   bool device_known = false;  // record.device is the device of the first allocation inside
   int thread = 0;             // small per-thread number: the trace's tid
+  // CUDA event marks at entry and exit (DeviceTimer; 0 = none), resolved into
+  // record.gpu_start_us / gpu_end_us by resolve_gpu_times.
+  uint64_t mark_start = 0, mark_end = 0;
+  int timing_device = -1;
 };
 
 // An open OpScope on this thread.
@@ -85,15 +95,29 @@ struct DevicePeak {
   std::vector<LiveEntry> freed_since_peak;  // alive at the peak, freed since (when not frozen)
 };
 
+// Start-of-session memory of one CUDA device, for Reconciliation.
+struct Baseline {
+  int64_t used = 0, reserved = 0;
+};
+
 struct ProfilerState {
   uint64_t next_id = 1;
   uint64_t first_id = 1;    // ids below this belong to a session before the last reset()
   std::vector<Call> calls;  // calls[id - first_id]
   std::vector<CounterSample> counters;
   std::vector<OomEvent> ooms;
-  std::vector<DevicePeak> peaks;  // one per device seen
+  std::vector<DevicePeak> peaks;       // one per device seen, over the whole session
+  std::vector<DevicePeak> step_peaks;  // the same since begin_step (step_summary)
   Clock::time_point start = Clock::now();
   int next_thread = 0;
+  // Device timing (register_device_timer): which CUDA device op calls are timed on (the device
+  // of the latest CUDA allocation; -1 before any), the wall time of each device's reference
+  // mark, the first call whose marks may be unresolved, and the reconciliation baselines.
+  DeviceTimer timer;
+  int timing_device = -1;
+  std::map<int, double> gpu_reference_wall_us;
+  size_t first_unresolved = 0;
+  std::map<int, Baseline> baselines;
 };
 
 // Never destroyed, like the allocator state (memory.cpp), for frees that happen during exit.
@@ -124,13 +148,13 @@ Call* find_call(uint64_t id) {
   return &p.calls[id - p.first_id];
 }
 
-DevicePeak& peak_of(Device device) {
-  for (DevicePeak& dp : prof().peaks)
+DevicePeak& peak_of(std::vector<DevicePeak>& peaks, Device device) {
+  for (DevicePeak& dp : peaks)
     if (dp.device == device) return dp;
   DevicePeak dp;
   dp.device = device;
-  prof().peaks.push_back(std::move(dp));
-  return prof().peaks.back();
+  peaks.push_back(std::move(dp));
+  return peaks.back();
 }
 
 std::vector<LiveEntry> current_live(Device device, uint64_t up_to_seq) {
@@ -154,6 +178,85 @@ void freeze(DevicePeak& dp) {
   dp.frozen = true;
 }
 
+// Peaks that start now: at the current live bytes, with the current live set as the snapshot.
+std::vector<DevicePeak> peaks_from_now() {
+  std::vector<DevicePeak> out;
+  for (const detail::DeviceUsage& u : detail::device_usages()) {
+    DevicePeak dp;
+    dp.device = u.device;
+    dp.peak = u.live;
+    dp.peak_seq = detail::last_allocation_seq();
+    dp.frozen_set = current_live(u.device, dp.peak_seq);
+    out.push_back(std::move(dp));
+  }
+  return out;
+}
+
+// Fills gpu_start_us / gpu_end_us of the finished calls whose marks are not resolved yet: one
+// DeviceTimer::resolve (one synchronisation) for all of them. A call counts as a device call
+// when its first allocation was on the CUDA device or it allocated nothing (an in-place op);
+// a call that allocated on the CPU keeps its wall-clock time.
+void resolve_gpu_times() {
+  ProfilerState& p = prof();
+  if (p.timer.resolve == nullptr) return;
+  std::vector<uint64_t> marks;
+  std::vector<size_t> owners;  // index into calls of each pair of marks
+  size_t i = p.first_unresolved;
+  for (; i < p.calls.size(); ++i) {
+    Call& c = p.calls[i];
+    if (c.open) break;  // resolve up to the first open call; it and later ones wait
+    if (c.mark_start == 0 || c.mark_end == 0) continue;
+    marks.push_back(c.mark_start);
+    marks.push_back(c.mark_end);
+    owners.push_back(i);
+  }
+  p.first_unresolved = i;
+  if (marks.empty()) return;
+  std::vector<double> us(marks.size(), -1.0);
+  p.timer.resolve(marks.data(), us.data(), marks.size());
+  for (size_t k = 0; k < owners.size(); ++k) {
+    Call& c = p.calls[owners[k]];
+    c.mark_start = c.mark_end = 0;
+    const bool on_device = !c.device_known || c.record.device.is_cuda();
+    if (on_device && us[2 * k] >= 0 && us[2 * k + 1] >= 0) {
+      c.record.gpu_start_us = us[2 * k];
+      c.record.gpu_end_us = std::max(us[2 * k], us[2 * k + 1]);
+    }
+  }
+}
+
+// Reconciliation of every CUDA device with a baseline (mutex held).
+std::vector<Reconciliation> reconcile() {
+  ProfilerState& p = prof();
+  std::vector<Reconciliation> out;
+  if (p.timer.used_bytes == nullptr) return out;
+  const std::vector<detail::DeviceUsage> usages = detail::device_usages();
+  for (const auto& [index, base] : p.baselines) {
+    Reconciliation r;
+    r.device = Device::cuda(index);
+    r.baseline_used = base.used;
+    r.baseline_reserved = base.reserved;
+    r.used = p.timer.used_bytes(index);
+    for (const detail::DeviceUsage& u : usages)
+      if (u.device == r.device) r.reserved = u.reserved;
+    r.unattributed = (r.used - r.baseline_used) - (r.reserved - r.baseline_reserved);
+    out.push_back(r);
+  }
+  return out;
+}
+
+std::string reconciliation_text(const std::vector<Reconciliation>& recs) {
+  std::string out;
+  for (const Reconciliation& r : recs)
+    out += fmt::format(
+        "{}: unattributed {} ({} bytes): device memory used (cudaMemGetInfo) {} -> {}, arena "
+        "reserved {} -> {}; bytes outside the arena (library handles and workspaces, context, "
+        "other allocations)\n",
+        r.device.str(), format_bytes(r.unattributed), r.unattributed, format_bytes(r.baseline_used),
+        format_bytes(r.used), format_bytes(r.baseline_reserved), format_bytes(r.reserved));
+  return out;
+}
+
 // Live set at the peak of every device, largest allocations first within a device.
 std::vector<LiveEntry> all_snapshots() {
   std::vector<LiveEntry> out;
@@ -170,6 +273,7 @@ std::vector<LiveEntry> all_snapshots() {
 // innermost call that allocated it, so the column sums to the attributed part of the peak).
 std::vector<OpRecord> records_locked() {
   ProfilerState& p = prof();
+  resolve_gpu_times();
   std::map<uint64_t, int64_t> at_peak;
   for (const LiveEntry& e : all_snapshots())
     if (e.owner >= p.first_id) at_peak[e.owner] += e.bytes;
@@ -185,7 +289,7 @@ std::vector<OpRecord> records_locked() {
 
 // One row of the aggregated tables: all calls with the same (op, module, pass).
 struct Row {
-  std::string op, module;
+  std::string op, module, phase;
   Pass pass = Pass::fwd;
   int64_t calls = 0, at_peak = 0, allocated = 0, freed = 0, retained = 0, transient_max = 0,
           saved = 0;
@@ -193,11 +297,12 @@ struct Row {
 };
 
 std::vector<Row> aggregate_locked() {
-  std::map<std::tuple<std::string, std::string, int>, Row> rows;
+  std::map<std::tuple<std::string, std::string, int, std::string>, Row> rows;
   for (const OpRecord& r : records_locked()) {
-    Row& row = rows[{r.op, r.module, int(r.pass)}];
+    Row& row = rows[{r.op, r.module, int(r.pass), r.phase}];
     row.op = r.op;
     row.module = r.module;
+    row.phase = r.phase;
     row.pass = r.pass;
     row.calls += 1;
     row.at_peak += r.at_peak;
@@ -206,7 +311,7 @@ std::vector<Row> aggregate_locked() {
     row.retained += r.retained;
     row.transient_max = std::max(row.transient_max, r.transient);
     row.saved += r.saved;
-    if (r.end_us > r.start_us) row.time_us += r.end_us - r.start_us;
+    row.time_us += std::max(0.0, r.time_us());
   }
   std::vector<Row> out;
   for (auto& [key, row] : rows) out.push_back(row);
@@ -276,6 +381,12 @@ OpScope::OpScope(std::string_view op, std::string_view shapes) {
   call.record.device = Device::cpu();
   call.record.start_us = now_us();
   call.thread = t_thread;
+  if (p.timer.record != nullptr && p.timing_device >= 0) {
+    if (!p.gpu_reference_wall_us.count(p.timing_device))
+      p.gpu_reference_wall_us[p.timing_device] = call.record.start_us;
+    call.timing_device = p.timing_device;
+    call.mark_start = p.timer.record(p.timing_device);
+  }
   p.calls.push_back(std::move(call));
   t_frames.push_back({p.calls.back().record.id, 0, 0});
 }
@@ -290,6 +401,7 @@ OpScope::~OpScope() {
     c->record.retained = c->live_inside;
     c->record.transient = std::max<int64_t>(0, frame.max_delta - c->record.retained);
     c->record.end_us = now_us();
+    if (c->mark_start != 0) c->mark_end = prof().timer.record(c->timing_device);
   }
 }
 
@@ -336,17 +448,27 @@ void on_allocate(Allocation& a, const DeviceUsage& usage) {
     }
   }
 
+  ProfilerState& p = prof();
+  if (usage.device.is_cuda()) {
+    p.timing_device = usage.device.index;
+    // A device first used inside the session: its baseline is the driver's view before this
+    // allocation's arena growth (the reserved bytes, all made since the session began).
+    if (p.timer.used_bytes != nullptr && !p.baselines.count(usage.device.index))
+      p.baselines[usage.device.index] = {p.timer.used_bytes(usage.device.index) - usage.reserved, 0};
+  }
   double ts = now_us();
-  prof().counters.push_back({ts, usage.device, usage.live, usage.reserved});
-  DevicePeak& dp = peak_of(usage.device);
-  if (usage.live > dp.peak) {
-    // A new peak: the live set is "everything alive now", i.e. allocations up to this one.
-    dp.peak = usage.live;
-    dp.peak_seq = a.seq;
-    dp.peak_us = ts;
-    dp.frozen = false;
-    dp.frozen_set.clear();
-    dp.freed_since_peak.clear();
+  p.counters.push_back({ts, usage.device, usage.live, usage.reserved});
+  for (std::vector<DevicePeak>* peaks : {&p.peaks, &p.step_peaks}) {
+    DevicePeak& dp = peak_of(*peaks, usage.device);
+    if (usage.live > dp.peak) {
+      // A new peak: the live set is "everything alive now", i.e. allocations up to this one.
+      dp.peak = usage.live;
+      dp.peak_seq = a.seq;
+      dp.peak_us = ts;
+      dp.frozen = false;
+      dp.frozen_set.clear();
+      dp.freed_since_peak.clear();
+    }
   }
 }
 
@@ -361,9 +483,12 @@ void on_free(const Allocation& a, const DeviceUsage& usage) {
   for (Call* c = find_call(a.entry.owner); c != nullptr; c = find_call(c->record.parent))
     if (c->open) c->live_inside -= b;
 
-  prof().counters.push_back({now_us(), usage.device, usage.live, usage.reserved});
-  DevicePeak& dp = peak_of(usage.device);
-  if (!dp.frozen && a.seq <= dp.peak_seq) dp.freed_since_peak.push_back(a.entry);
+  ProfilerState& p = prof();
+  p.counters.push_back({now_us(), usage.device, usage.live, usage.reserved});
+  for (std::vector<DevicePeak>* peaks : {&p.peaks, &p.step_peaks}) {
+    DevicePeak& dp = peak_of(*peaks, usage.device);
+    if (!dp.frozen && a.seq <= dp.peak_seq) dp.freed_since_peak.push_back(a.entry);
+  }
 }
 
 void on_saved(int64_t bytes) {
@@ -416,8 +541,10 @@ std::string live_table_markdown(std::vector<LiveEntry> entries, size_t max_rows)
 void Profiler::enable(bool on) {
   std::lock_guard lock(detail::state_mutex());
   // Turning off: frees are no longer observed, so materialise the peak snapshots now.
-  if (!on)
+  if (!on) {
     for (DevicePeak& dp : prof().peaks) freeze(dp);
+    for (DevicePeak& dp : prof().step_peaks) freeze(dp);
+  }
   g_enabled.store(on, std::memory_order_relaxed);
 }
 
@@ -432,15 +559,52 @@ void Profiler::reset() {
   p.ooms.clear();
   p.start = Clock::now();
   // The peak restarts at the current live bytes, with the current live set as its snapshot.
-  p.peaks.clear();
+  p.peaks = peaks_from_now();
+  p.step_peaks = peaks_from_now();
+  // Device timing restarts: new reference marks, new reconciliation baselines.
+  p.first_unresolved = 0;
+  p.gpu_reference_wall_us.clear();
+  p.baselines.clear();
+  p.timing_device = -1;
+  if (p.timer.reset_marks != nullptr) p.timer.reset_marks();
   for (const detail::DeviceUsage& u : detail::device_usages()) {
-    DevicePeak dp;
-    dp.device = u.device;
-    dp.peak = u.live;
-    dp.peak_seq = detail::last_allocation_seq();
-    dp.frozen_set = current_live(u.device, dp.peak_seq);
-    p.peaks.push_back(std::move(dp));
+    if (!u.device.is_cuda()) continue;
+    p.timing_device = u.device.index;
+    if (p.timer.used_bytes != nullptr)
+      p.baselines[u.device.index] = {p.timer.used_bytes(u.device.index), u.reserved};
   }
+}
+
+int64_t Profiler::outside_ops_at_peak(Device device) {
+  std::lock_guard lock(detail::state_mutex());
+  int64_t bytes = 0;
+  for (const DevicePeak& dp : prof().peaks)
+    if (dp.device == device)
+      for (const LiveEntry& e : snapshot(dp))
+        if (e.owner < prof().first_id) bytes += e.bytes;
+  return bytes;
+}
+
+void Profiler::begin_step() {
+  std::lock_guard lock(detail::state_mutex());
+  prof().step_peaks = peaks_from_now();
+}
+
+int64_t Profiler::step_peak_bytes(Device device) {
+  std::lock_guard lock(detail::state_mutex());
+  for (const DevicePeak& dp : prof().step_peaks)
+    if (dp.device == device) return dp.peak;
+  return 0;
+}
+
+std::vector<Reconciliation> Profiler::reconciliation() {
+  std::lock_guard lock(detail::state_mutex());
+  return reconcile();
+}
+
+void register_device_timer(const DeviceTimer& timer) {
+  std::lock_guard lock(detail::state_mutex());
+  prof().timer = timer;
 }
 
 std::vector<OpRecord> Profiler::records() {
@@ -472,14 +636,15 @@ std::string Profiler::table_markdown(size_t max_rows) {
       "op owns a block, so this column adds up). `allocated`, `freed`, `retained` and `saved` are "
       "sums over the calls and include nested ops; `transient` is the largest of any call.\n\n"
       "| op | module | pass | calls | at peak | allocated | freed | retained | transient (max) | "
-      "saved | time (ms) |\n"
-      "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+      "saved | time (ms) | phase |\n"
+      "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
   for (size_t i = 0; i < rows.size() && i < max_rows; ++i) {
     const Row& r = rows[i];
-    out += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.3f} |\n", r.op,
-                       or_dash(r.module), pass_name(r.pass), r.calls, format_bytes(r.at_peak),
-                       format_bytes(r.allocated), format_bytes(r.freed), format_bytes(r.retained),
-                       format_bytes(r.transient_max), format_bytes(r.saved), r.time_us / 1000.0);
+    out += fmt::format("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.3f} | {} |\n",
+                       r.op, or_dash(r.module), pass_name(r.pass), r.calls,
+                       format_bytes(r.at_peak), format_bytes(r.allocated), format_bytes(r.freed),
+                       format_bytes(r.retained), format_bytes(r.transient_max),
+                       format_bytes(r.saved), r.time_us / 1000.0, or_dash(r.phase));
   }
   if (rows.size() > max_rows)
     out += fmt::format("\n{} more row(s) in table.csv.\n", rows.size() - max_rows);
@@ -490,6 +655,8 @@ std::string Profiler::table_markdown(size_t max_rows) {
       "\nAlive at the peak but allocated outside any profiled op (parameters, optimizer state, "
       "setup): {}.\n",
       format_bytes(unattributed));
+  const std::vector<Reconciliation> recs = reconcile();
+  if (!recs.empty()) out += "\n## Device memory outside the arena\n\n" + reconciliation_text(recs);
   return out;
 }
 
@@ -497,11 +664,12 @@ std::string Profiler::table_csv() {
   std::lock_guard lock(detail::state_mutex());
   std::string out =
       "op,module,pass,calls,at_peak_bytes,allocated_bytes,freed_bytes,retained_bytes,"
-      "transient_max_bytes,saved_bytes,time_us\n";
+      "transient_max_bytes,saved_bytes,time_us,phase\n";
   for (const Row& r : aggregate_locked())
-    out += fmt::format("{},{},{},{},{},{},{},{},{},{},{:.3f}\n", csv_field(r.op),
+    out += fmt::format("{},{},{},{},{},{},{},{},{},{},{:.3f},{}\n", csv_field(r.op),
                        csv_field(r.module), pass_name(r.pass), r.calls, r.at_peak, r.allocated,
-                       r.freed, r.retained, r.transient_max, r.saved, r.time_us);
+                       r.freed, r.retained, r.transient_max, r.saved, r.time_us,
+                       csv_field(r.phase));
   return out;
 }
 
@@ -509,12 +677,13 @@ std::string Profiler::calls_csv() {
   std::lock_guard lock(detail::state_mutex());
   std::string out =
       "id,parent,op,module,pass,phase,device,shapes,allocated_bytes,freed_bytes,retained_bytes,"
-      "transient_bytes,saved_bytes,at_peak_bytes,start_us,end_us\n";
+      "transient_bytes,saved_bytes,at_peak_bytes,start_us,end_us,gpu_start_us,gpu_end_us\n";
   for (const OpRecord& r : records_locked())
-    out += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.3f},{:.3f}\n", r.id, r.parent,
-                       csv_field(r.op), csv_field(r.module), pass_name(r.pass), csv_field(r.phase),
-                       r.device.str(), csv_field(r.shapes), r.allocated, r.freed, r.retained,
-                       r.transient, r.saved, r.at_peak, r.start_us, r.end_us);
+    out += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.3f},{:.3f},{:.3f},{:.3f}\n",
+                       r.id, r.parent, csv_field(r.op), csv_field(r.module), pass_name(r.pass),
+                       csv_field(r.phase), r.device.str(), csv_field(r.shapes), r.allocated,
+                       r.freed, r.retained, r.transient, r.saved, r.at_peak, r.start_us, r.end_us,
+                       r.gpu_start_us, r.gpu_end_us);
   return out;
 }
 
@@ -561,8 +730,27 @@ std::string Profiler::chrome_trace_json() {
                         {"module", r.module},
                         {"pass", pass_name(r.pass)},
                         {"phase", r.phase},
-                        {"device", r.device.str()}}}});
+                        {"device", r.device.str()},
+                        {"gpu_us", r.gpu_timed() ? r.time_us() : -1.0}}}});
+    // The GPU's view (CUDA events) on a track of its own: the same call where the stream ran
+    // it, placed on the host timeline at its device's reference mark.
+    if (r.gpu_timed()) {
+      auto ref = prof().gpu_reference_wall_us.find(calls[i].timing_device);
+      const double origin = ref == prof().gpu_reference_wall_us.end() ? 0.0 : ref->second;
+      events.push_back({{"name", r.op},
+                        {"cat", "gpu"},
+                        {"ph", "X"},
+                        {"ts", origin + r.gpu_start_us},
+                        {"dur", r.gpu_end_us - r.gpu_start_us},
+                        {"pid", 1},
+                        {"tid", calls[i].timing_device},
+                        {"args", {{"id", r.id}, {"module", r.module}, {"pass", pass_name(r.pass)},
+                                  {"phase", r.phase}}}});
+    }
   }
+  if (!prof().gpu_reference_wall_us.empty())
+    events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", 1},
+                      {"args", {{"name", "GPU (CUDA events)"}}}});
   // Counters ("C"): live and reserved bytes of each device after every allocation and free.
   for (const CounterSample& c : prof().counters)
     events.push_back({{"name", "memory " + c.device.str()},
@@ -591,12 +779,80 @@ std::string Profiler::chrome_trace_json() {
   return trace.dump();
 }
 
+namespace {
+
+// One row of the per-module tables: every call made under one module path.
+struct ModuleRow {
+  std::string module;
+  int64_t calls = 0, at_peak = 0, allocated = 0, saved = 0;
+  double time_us = 0;  // of the module's outermost calls (nested calls are inside them)
+};
+
+std::vector<ModuleRow> aggregate_modules_locked() {
+  std::map<std::string, ModuleRow> rows;
+  std::map<uint64_t, std::string> module_of;  // call id -> module (to find outermost calls)
+  for (const OpRecord& r : records_locked()) {
+    module_of[r.id] = r.module;
+    ModuleRow& row = rows[r.module];
+    row.module = r.module;
+    row.calls += 1;
+    row.at_peak += r.at_peak;  // exclusive per call, so it adds up over modules too
+    row.saved += r.saved;
+    // Bytes and time inclusive of nested calls: counted once, at the outermost call of the
+    // module (a nested call in the same module is already inside its parent's numbers).
+    auto parent = module_of.find(r.parent);
+    if (r.parent != 0 && parent != module_of.end() && parent->second == r.module) continue;
+    row.allocated += r.allocated;
+    row.time_us += std::max(0.0, r.time_us());
+  }
+  std::vector<ModuleRow> out;
+  for (auto& [key, row] : rows) out.push_back(row);
+  std::stable_sort(out.begin(), out.end(), [](const ModuleRow& a, const ModuleRow& b) {
+    if (a.at_peak != b.at_peak) return a.at_peak > b.at_peak;
+    return a.time_us > b.time_us;
+  });
+  return out;
+}
+
+}  // namespace
+
+std::string Profiler::per_module_markdown(size_t max_rows) {
+  std::lock_guard lock(detail::state_mutex());
+  std::vector<ModuleRow> rows = aggregate_modules_locked();
+  std::string out =
+      "# Memory and time by module\n\n"
+      "All op calls under one module path, every pass and phase together. `at peak` adds up "
+      "(see table.md); `allocated` and `time` count the module's outermost calls (nested calls "
+      "are inside them); time is GPU time (CUDA events) for device calls, wall-clock time "
+      "otherwise. `-` = outside any module (losses, optimizer, data).\n\n"
+      "| module | calls | at peak | allocated | saved | time (ms) |\n"
+      "|---|---:|---:|---:|---:|---:|\n";
+  for (size_t i = 0; i < rows.size() && i < max_rows; ++i) {
+    const ModuleRow& r = rows[i];
+    out += fmt::format("| {} | {} | {} | {} | {} | {:.3f} |\n", or_dash(r.module), r.calls,
+                       format_bytes(r.at_peak), format_bytes(r.allocated), format_bytes(r.saved),
+                       r.time_us / 1000.0);
+  }
+  if (rows.size() > max_rows)
+    out += fmt::format("\n{} more row(s) in per_module.csv.\n", rows.size() - max_rows);
+  return out;
+}
+
+std::string Profiler::per_module_csv() {
+  std::lock_guard lock(detail::state_mutex());
+  std::string out = "module,calls,at_peak_bytes,allocated_bytes,saved_bytes,time_us\n";
+  for (const ModuleRow& r : aggregate_modules_locked())
+    out += fmt::format("{},{},{},{},{},{:.3f}\n", csv_field(r.module), r.calls, r.at_peak,
+                       r.allocated, r.saved, r.time_us);
+  return out;
+}
+
 std::string Profiler::step_summary(int64_t step) {
   std::lock_guard lock(detail::state_mutex());
   std::string prefix = step >= 0 ? fmt::format("step {} | ", step) : std::string();
   // Summarise the device with the largest peak (the GPU when there is one).
   const DevicePeak* main = nullptr;
-  for (const DevicePeak& dp : prof().peaks)
+  for (const DevicePeak& dp : prof().step_peaks)
     if (main == nullptr || dp.peak > main->peak) main = &dp;
   if (main == nullptr) return prefix + "no memory recorded";
 
@@ -642,6 +898,8 @@ void Profiler::write_all(const std::string& directory) {
   write_file(dir / "calls.csv", calls_csv());
   write_file(dir / "live_set.md", live_set_markdown());
   write_file(dir / "trace.json", chrome_trace_json());
+  write_file(dir / "per_module.md", per_module_markdown());
+  write_file(dir / "per_module.csv", per_module_csv());
 }
 
 }  // namespace engine::memory
