@@ -19,12 +19,17 @@
 //   grad_m         = sum_c grad_columns * bilinear                   (per sampling point)
 //   grad_W_g       = sum_n grad_out_g columns_g^T               (GEMM)
 //   grad_b         = sum_{n, p} grad_out
+// On CUDA (tensor/cuda/deform.cu) both directions are direct kernels, one thread per output
+// element, over the same sampling bodies (tensor/kernels/deform.h); no columns, no GEMM.
 #include <algorithm>
 #include <cstdint>
 
 #include "autograd/formulas/deform.h"
 #include "autograd/grad_mode.h"
 #include "tensor/cpu/deform.h"
+#if ENGINE_WITH_CUDA
+#include "tensor/cuda/deform.h"
+#endif
 #include "tensor/cpu/gemm.h"
 #include "tensor/cpu/loops.h"
 #include "tensor/dispatch.h"
@@ -47,7 +52,6 @@ DeformShape check_deform(const char* op, const Tensor& x, const Tensor& offset, 
   ENGINE_CHECK(offset.defined(), "{}: offset is undefined", op);
   ENGINE_CHECK(weight.defined(), "{}: weight is undefined", op);
   check_floating(op, x);
-  check_cpu(op, x);
   for (const Tensor* t : {&offset, &weight, &bias, &mask})
     if (t->defined()) check_same(op, x, *t);
   ENGINE_CHECK(x.dim() == 4, "{}: expected x of shape [N, Cin, H, W], got {}", op, x.sizes().str());
@@ -112,6 +116,14 @@ DeformShape check_deform(const char* op, const Tensor& x, const Tensor& offset, 
   return s;
 }
 
+#if ENGINE_WITH_CUDA
+cuda::DeformConvShape cuda_shape(const DeformShape& s) {
+  cuda::DeformConvShape c;
+  c.g = s.g, c.N = s.N, c.Cin = s.Cin, c.Cout = s.Cout, c.groups = s.groups;
+  return c;
+}
+#endif
+
 Tensor contiguous_or_undefined(const Tensor& t) { return t.defined() ? contiguous(t) : Tensor(); }
 
 // A scratch buffer of `count` sampling points (arena memory, attributed to the op).
@@ -137,7 +149,11 @@ Tensor deform_conv2d(const Tensor& x, const Tensor& offset, const Tensor& weight
   const int64_t K = g.taps(), P = g.pixels(), G = g.offset_groups;
   const int64_t cin_g = s.Cin / s.groups, cout_g = s.Cout / s.groups;
   Tensor out = empty({s.N, s.Cout, g.Ho, g.Wo}, opts(x.dtype(), x.device()));
-  dispatch_floating(x.dtype(), "deform_conv2d", [&](auto zero) {
+  if (use_cuda("deform_conv2d", x)) {
+#if ENGINE_WITH_CUDA
+    cuda::deform_conv2d_forward(cuda_shape(s), xc, oc, wc, bc, mc, out);
+#endif
+  } else dispatch_floating(x.dtype(), "deform_conv2d", [&](auto zero) {
     using T = decltype(zero);
     Tensor plan_holder;
     kernels::DeformPoint<T>* plan = plan_buffer<T>(plan_holder, G * K * P);
@@ -190,6 +206,18 @@ DeformConv2dGrads deform_conv2d_backward(const Tensor& grad_out, const Tensor& x
   const TensorOptions o = opts(x.dtype(), x.device());
 
   DeformConv2dGrads r;
+  if (use_cuda("deform_conv2d_backward", x)) {
+#if ENGINE_WITH_CUDA
+    // Direct kernels (tensor/cuda/deform.cu); grad_x is accumulated atomically into zeros.
+    if (need_x) r.x = zeros(x.sizes(), o);
+    if (need_offset) r.offset = empty(offset.sizes(), o);
+    if (need_weight) r.weight = empty(weight.sizes(), o);
+    if (need_bias) r.bias = empty({s.Cout}, o);
+    if (need_mask) r.mask = empty(mask.sizes(), o);
+    cuda::deform_conv2d_backward(cuda_shape(s), go, xc, oc, wc, mc, r.x, r.offset, r.weight, r.bias, r.mask);
+#endif
+    return r;
+  }
   if (need_x) r.x = empty(x.sizes(), o);
   if (need_offset) r.offset = empty(offset.sizes(), o);
   if (need_weight) r.weight = s.N > 0 ? empty(weight.sizes(), o) : zeros(weight.sizes(), o);  // summed over n

@@ -14,10 +14,19 @@
 // index_add are deterministic for duplicate indices (Note [deterministic scatter]). split and
 // chunk return narrow() views, each its own autograd Node. Backward formulas:
 // autograd/formulas/index.cpp.
+// On CUDA (tensor/cuda/index.h) the same shapes and strides go to one-thread-per-element kernels;
+// the scatters there add atomically, so with duplicate indices f32/f64 results depend on the
+// hardware's order of the additions (last bits, run to run); a bad index is reported through a
+// device flag that the op reads back (one synchronisation per call). cat and stack copy with
+// cuda::copy_ into views of the output.
 #include <algorithm>
 
 #include "autograd/formulas/index.h"
 #include "tensor/cpu/index.h"
+#if ENGINE_WITH_CUDA
+#include "tensor/cuda/copy.h"
+#include "tensor/cuda/index.h"
+#endif
 #include "tensor/dispatch.h"
 #include "tensor/op_helpers.h"
 #include "tensor/ops.h"
@@ -66,7 +75,8 @@ decltype(auto) dispatch_addable(DType t, const char* op, Fn&& f) {
 }
 
 [[noreturn]] void throw_bad_index(const char* op, const Tensor& index, int dim, int64_t size) {
-  const auto bad = cpu::find_bad_index(index, size);
+  // Error path only: the index is searched on the host (a CUDA index is copied there first).
+  const auto bad = cpu::find_bad_index(index.device().is_cpu() ? index : index.to(Device::cpu()), size);
   if (!bad) throw Error(fmt::format("{}: index out of range for dim {} of size {}", op, dim, size));
   throw Error(fmt::format("{}: index {} is out of range for dim {} of size {} (at position {} of the index)", op,
                           bad->value, dim, size, bad->position.str()));
@@ -101,7 +111,42 @@ void check_index_tensor(const char* op, const Tensor& index, const Tensor& x) {
                "{}: index must be an i64 (or i32) tensor, got {}", op, dtype_name(index.dtype()));
   ENGINE_CHECK(index.device() == x.device(), "{}: index on {} but input on {}", op, index.device().str(),
                x.device().str());
-  check_cpu(op, index);
+}
+
+// dst = src (same dtype and shape, dst a fresh output or a view of one) on either device; no
+// autograd, no version bump (the caller records the op's own Node).
+void copy_into(const Tensor& dst, const Tensor& src) {
+  if (use_cuda("copy", dst)) {
+#if ENGINE_WITH_CUDA
+    cuda::copy_(dst, src);
+#endif
+  } else {
+    cpu::copy_elements(dst, src);
+  }
+}
+
+// gather / index_select on CUDA over `shape` (the output's), index read with `index_strides`.
+bool gather_cuda(const Dims& shape, const Tensor& out, const Tensor& x, int d, const Tensor& index,
+                 const Dims& index_strides) {
+#if ENGINE_WITH_CUDA
+  return cuda::gather_loop(shape, out, out.strides(), x, without_dim(x.strides(), d), x.stride(d), x.size(d), index,
+                           index_strides);
+#else
+  (void)shape, (void)out, (void)x, (void)d, (void)index, (void)index_strides;
+  return false;
+#endif
+}
+
+// scatter_add / index_add on CUDA over `shape` (the source's), out already holding x.
+bool scatter_add_cuda(const Dims& shape, const Tensor& out, int d, const Tensor& src, const Dims& src_strides,
+                      const Tensor& index, const Dims& index_strides) {
+#if ENGINE_WITH_CUDA
+  return cuda::scatter_add_loop(shape, out, without_dim(out.strides(), d), out.stride(d), out.size(d), src,
+                                src_strides, index, index_strides);
+#else
+  (void)shape, (void)out, (void)d, (void)src, (void)src_strides, (void)index, (void)index_strides;
+  return false;
+#endif
 }
 
 }  // namespace
@@ -110,7 +155,6 @@ void check_index_tensor(const char* op, const Tensor& index, const Tensor& x) {
 
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
   ENGINE_OP("gather", x, index);
-  check_cpu("gather", x);
   check_index_tensor("gather", index, x);
   ENGINE_CHECK(x.dim() >= 1, "gather: expected an input with at least one dim, got a 0-D tensor");
   const int d = wrap_dim(dim, x.dim(), "gather");
@@ -121,7 +165,8 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
                  "gather: index shape {} exceeds x shape {} at dim {} (only dim {} may be larger)",
                  index.sizes().str(), x.sizes().str(), k, d);
   Tensor out = empty(index.sizes(), opts(x.dtype(), x.device()));
-  const bool ok = dispatch_by_size(x.dtype(), "gather", [&](auto zero) {
+  const bool ok = use_cuda("gather", x) ? gather_cuda(index.sizes(), out, x, d, index, index.strides())
+                                        : dispatch_by_size(x.dtype(), "gather", [&](auto zero) {
     using T = decltype(zero);
     return dispatch_index(index, "gather", [&](auto izero) {
       using I = decltype(izero);
@@ -140,7 +185,6 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
 
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   ENGINE_OP("index_select", x, index);
-  check_cpu("index_select", x);
   check_index_tensor("index_select", index, x);
   ENGINE_CHECK(x.dim() >= 1, "index_select: expected an input with at least one dim, got a 0-D tensor");
   ENGINE_CHECK(index.dim() <= 1, "index_select: index must be 1-D, got shape {}", index.sizes().str());
@@ -148,7 +192,9 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   Dims out_sizes = x.sizes();
   out_sizes[d] = index.numel();
   Tensor out = empty(out_sizes, opts(x.dtype(), x.device()));
-  const bool ok = dispatch_by_size(x.dtype(), "index_select", [&](auto zero) {
+  const bool ok = use_cuda("index_select", x)
+                      ? gather_cuda(out_sizes, out, x, d, index, index_along(index, x.dim(), d))
+                      : dispatch_by_size(x.dtype(), "index_select", [&](auto zero) {
     using T = decltype(zero);
     return dispatch_index(index, "index_select", [&](auto izero) {
       using I = decltype(izero);
@@ -169,7 +215,6 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
 
 Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src) {
   ENGINE_OP("scatter_add", x, index, src);
-  check_cpu("scatter_add", x);
   check_same("scatter_add", x, src);
   check_index_tensor("scatter_add", index, x);
   ENGINE_CHECK(x.dim() >= 1, "scatter_add: expected an input with at least one dim, got a 0-D tensor");
@@ -185,8 +230,10 @@ Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tens
                  index.sizes().str(), x.sizes().str(), k, d);
   }
   Tensor out = empty(x.sizes(), opts(x.dtype(), x.device()));
-  cpu::copy_elements(out, x);
-  const bool ok = dispatch_addable(x.dtype(), "scatter_add", [&](auto zero) {
+  copy_into(out, x);
+  const bool ok = use_cuda("scatter_add", x)
+                      ? scatter_add_cuda(index.sizes(), out, d, src, src.strides(), index, index.strides())
+                      : dispatch_addable(x.dtype(), "scatter_add", [&](auto zero) {
     using T = decltype(zero);
     return dispatch_index(index, "scatter_add", [&](auto izero) {
       using I = decltype(izero);
@@ -204,7 +251,6 @@ Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& index, const Tens
 
 Tensor index_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& src) {
   ENGINE_OP("index_add", x, index, src);
-  check_cpu("index_add", x);
   check_same("index_add", x, src);
   check_index_tensor("index_add", index, x);
   ENGINE_CHECK(x.dim() >= 1, "index_add: expected an input with at least one dim, got a 0-D tensor");
@@ -216,8 +262,10 @@ Tensor index_add(const Tensor& x, int64_t dim, const Tensor& index, const Tensor
                "index_add: src has shape {} but must be {} (x {} with dim {} the index length {})",
                src.sizes().str(), expected.str(), x.sizes().str(), d, index.numel());
   Tensor out = empty(x.sizes(), opts(x.dtype(), x.device()));
-  cpu::copy_elements(out, x);
-  const bool ok = dispatch_addable(x.dtype(), "index_add", [&](auto zero) {
+  copy_into(out, x);
+  const bool ok = use_cuda("index_add", x)
+                      ? scatter_add_cuda(src.sizes(), out, d, src, src.strides(), index, index_along(index, x.dim(), d))
+                      : dispatch_addable(x.dtype(), "index_add", [&](auto zero) {
     using T = decltype(zero);
     return dispatch_index(index, "index_add", [&](auto izero) {
       using I = decltype(izero);
@@ -242,20 +290,30 @@ Tensor one_hot(const Tensor& index, int64_t num_classes, DType dtype) {
   ENGINE_CHECK(index.defined(), "one_hot: index is undefined");
   ENGINE_CHECK(index.dtype() == DType::i64 || index.dtype() == DType::i32,
                "one_hot: index must be an i64 (or i32) tensor, got {}", dtype_name(index.dtype()));
-  check_cpu("one_hot", index);
   ENGINE_CHECK(index.dim() < kMaxDims, "one_hot: index has {} dims, the output would exceed {}", index.dim(),
                kMaxDims);
   ENGINE_CHECK(num_classes >= -1, "one_hot: num_classes must be >= 0 (or -1 to infer), got {}", num_classes);
   if (num_classes == -1) {
     // As PyTorch: one more than the largest index.
     ENGINE_CHECK(index.numel() > 0, "one_hot: cannot infer num_classes from an empty index");
-    const std::vector<double> v = index.to_vector();
+    // The output's shape depends on the values: a CUDA index is brought to the host for it.
+    const std::vector<double> v = index.to(Device::cpu()).to_vector();
     num_classes = int64_t(*std::max_element(v.begin(), v.end())) + 1;
   }
   Dims out_sizes = index.sizes();
   out_sizes.push_back(num_classes);
   Tensor out = empty(out_sizes, opts(dtype, index.device()));
-  const bool ok = dispatch_numeric(dtype, "one_hot", [&](auto zero) {
+  bool ok = true;
+  if (use_cuda("one_hot", index)) {
+#if ENGINE_WITH_CUDA
+    Tensor ic;
+    {
+      autograd::NoGradGuard no_grad;
+      ic = contiguous(index);
+    }
+    ok = cuda::one_hot(out, ic, num_classes);
+#endif
+  } else ok = dispatch_numeric(dtype, "one_hot", [&](auto zero) {
     using T = decltype(zero);
     return dispatch_index(index, "one_hot", [&](auto izero) {
       using I = decltype(izero);
@@ -263,7 +321,7 @@ Tensor one_hot(const Tensor& index, int64_t num_classes, DType dtype) {
     });
   });
   if (!ok) {
-    const auto bad = cpu::find_bad_index(index, num_classes);
+    const auto bad = cpu::find_bad_index(index.device().is_cpu() ? index : index.to(Device::cpu()), num_classes);
     throw Error(fmt::format("one_hot: index {} is out of range for num_classes {} (at position {} of the index)",
                             bad ? bad->value : -1, num_classes, bad ? bad->position.str() : "?"));
   }
@@ -283,7 +341,6 @@ Tensor cat(const TensorList& xs, int64_t dim) {
   out_sizes[d] = 0;
   for (size_t i = 0; i < xs.size(); ++i) {
     const Tensor& x = xs[i];
-    check_cpu("cat", x);
     ENGINE_CHECK(x.dtype() == ref.dtype(), "cat: tensor #{} is {} but tensor #0 is {}", i, dtype_name(x.dtype()),
                  dtype_name(ref.dtype()));
     ENGINE_CHECK(x.device() == ref.device(), "cat: tensor #{} is on {} but tensor #0 is on {}", i,
@@ -300,7 +357,7 @@ Tensor cat(const TensorList& xs, int64_t dim) {
   int64_t offset = 0;
   for (const Tensor& x : xs) {
     // The slot of x in out: a plain view (no autograd), written once.
-    cpu::copy_elements(make_view(out, x.sizes(), out.strides(), out.offset() + offset * out.stride(d)), x);
+    copy_into(make_view(out, x.sizes(), out.strides(), out.offset() + offset * out.stride(d)), x);
     offset += x.size(d);
   }
   F::cat(xs, d, out);
@@ -316,7 +373,6 @@ Tensor stack(const TensorList& xs, int64_t dim) {
   const int d = wrap_dim(dim, ref.dim() + 1, "stack");
   for (size_t i = 0; i < xs.size(); ++i) {
     const Tensor& x = xs[i];
-    check_cpu("stack", x);
     ENGINE_CHECK(x.dtype() == ref.dtype(), "stack: tensor #{} is {} but tensor #0 is {}", i, dtype_name(x.dtype()),
                  dtype_name(ref.dtype()));
     ENGINE_CHECK(x.device() == ref.device(), "stack: tensor #{} is on {} but tensor #0 is on {}", i,
@@ -330,7 +386,7 @@ Tensor stack(const TensorList& xs, int64_t dim) {
   Dims slot_strides = out.strides();
   slot_strides.erase(d);
   for (size_t i = 0; i < xs.size(); ++i)
-    cpu::copy_elements(make_view(out, ref.sizes(), slot_strides, out.offset() + int64_t(i) * out.stride(d)), xs[i]);
+    copy_into(make_view(out, ref.sizes(), slot_strides, out.offset() + int64_t(i) * out.stride(d)), xs[i]);
   F::stack(xs, d, out);
   return out;
 }

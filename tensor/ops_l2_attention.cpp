@@ -7,10 +7,14 @@
 // images and 2 heads each one is 32 MiB, and they dominate the generator's peak memory. The fused
 // forward keeps only its output and the per-row log-sum-exp lse [B, H, Tq]; the backward recomputes
 // the attention matrix a block of rows at a time (as FlashAttention does, Dao et al. 2022).
-// Backward formula: autograd/formulas/l2_attention.cpp.
+// Backward formula: autograd/formulas/l2_attention.cpp. On CUDA (tensor/cuda/l2_attention.cu):
+// one thread per query row with an online softmax forward, per-query and per-key kernels backward.
 #include "autograd/formulas/l2_attention.h"
 #include "autograd/grad_mode.h"
 #include "tensor/cpu/l2_attention.h"
+#if ENGINE_WITH_CUDA
+#include "tensor/cuda/l2_attention.h"
+#endif
 #include "tensor/dispatch.h"
 #include "tensor/op_helpers.h"
 #include "tensor/ops.h"
@@ -23,7 +27,6 @@ namespace {
 cpu::L2AttnGeom check_l2_attention(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, double eps) {
   ENGINE_CHECK(q.defined() && k.defined() && v.defined(), "{}: undefined q, k or v", op);
   check_floating(op, q);
-  check_cpu(op, q);
   check_same(op, q, k);
   check_same(op, q, v);
   ENGINE_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4,
@@ -52,7 +55,11 @@ Tensor l2_attention_fused(const Tensor& q, const Tensor& k, const Tensor& v, dou
   const TensorOptions o = opts(q.dtype(), q.device());
   Tensor out = empty({g.B, g.Tq, g.H * g.dv}, o);
   Tensor lse = empty({g.B, g.H, g.Tq}, o);
-  dispatch_floating(q.dtype(), "l2_attention_fused", [&](auto zero) {
+  if (use_cuda("l2_attention_fused", q)) {
+#if ENGINE_WITH_CUDA
+    cuda::l2_attention_forward(g, q, k, v, out, lse);
+#endif
+  } else dispatch_floating(q.dtype(), "l2_attention_fused", [&](auto zero) {
     using T = decltype(zero);
     cpu::l2_attention_forward<T>(g, q.data<T>(), k.data<T>(), v.data<T>(), out.data<T>(), lse.data<T>());
   });
@@ -84,6 +91,12 @@ L2AttentionGrads l2_attention_fused_backward(const Tensor& grad_out, const Tenso
   if (needed[1]) r.k = empty(k.sizes(), o);
   if (needed[2]) r.v = empty(v.sizes(), o);
   if (!needed[0] && !needed[1] && !needed[2]) return r;
+  if (use_cuda(op, q)) {
+#if ENGINE_WITH_CUDA
+    cuda::l2_attention_backward(g, go, q, k, v, oc, lc, r.q, r.k, r.v);
+#endif
+    return r;
+  }
   dispatch_floating(q.dtype(), op, [&](auto zero) {
     using T = decltype(zero);
     auto ptr = [](const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; };

@@ -1,4 +1,5 @@
-// ops_matmul.cpp: matmul (NumPy semantics), bmm and linear, on OpenBLAS (tensor/cpu/gemm.h).
+// ops_matmul.cpp: matmul (NumPy semantics), bmm and linear, on OpenBLAS (tensor/cpu/gemm.h) or,
+// for CUDA tensors, cuBLASLt (tensor/cuda/gemm.h).
 //
 //   matmul(a, b):   a [.., n, k] x b [.., k, m] -> [broadcast(..), n, m]; a 1-D `a` is a row vector
 //                   [1, k] and a 1-D `b` a column vector [k, 1], whose added dim is removed again.
@@ -11,6 +12,7 @@
 // no batch dims, the batch dims of `a` fold into the rows of one GEMM. Backward formulas are in
 // autograd/formulas/matmul.cpp.
 #include <algorithm>
+#include <vector>
 
 #include "autograd/formulas/matmul.h"
 #include "autograd/grad_mode.h"
@@ -19,6 +21,12 @@
 #include "tensor/dispatch.h"
 #include "tensor/op_helpers.h"
 #include "tensor/ops.h"
+#include "tensor/precision.h"
+
+#if ENGINE_WITH_CUDA
+#include "tensor/cuda/conv.h"
+#include "tensor/cuda/gemm.h"
+#endif
 
 namespace engine {
 
@@ -138,8 +146,96 @@ void run_matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
   });
 }
 
+#if ENGINE_WITH_CUDA
+const char* elements(const Tensor& t, int64_t offset) {
+  return static_cast<const char*>(t.raw_data()) + offset * int64_t(dtype_size(t.dtype()));
+}
+
+// The matmul core on CUDA: a [.., n, k] and b [.., k, m] (both >= 2-D, BLAS-readable), out contiguous.
+void run_matmul_cuda(const Tensor& a, const Tensor& b, const Tensor& out, cuda::GemmMode mode, const char* op) {
+  const int da = a.dim(), db = b.dim(), dout = out.dim();
+  const int64_t n = a.size(da - 2), k = a.size(da - 1), m = b.size(db - 1);
+  const BlasView va = matrix_view(a), vb = matrix_view(b);
+  cuda::GemmDesc d;
+  d.mode = mode;
+  d.trans_a = va.trans, d.trans_b = vb.trans;
+  d.m = n, d.n = m, d.k = k;
+  d.lda = va.ld, d.ldb = vb.ld, d.ldc = m;
+
+  int64_t b_batch = 1;
+  for (int dd = 0; dd < db - 2; ++dd) b_batch *= b.size(dd);
+  int64_t row_stride = 0;
+  if (b_batch == 1 && !va.trans && (a.stride(da - 1) == 1 || k <= 1) && rows_mergeable(a, da - 1, row_stride) &&
+      row_stride >= k && a.numel() / std::max<int64_t>(k, 1) == out.numel() / std::max<int64_t>(m, 1)) {
+    // b has no batch: a's batch dims fold into the rows of one GEMM.
+    const int64_t rows = out.numel() / std::max<int64_t>(m, 1);
+    d.m = rows;
+    d.lda = rows <= 1 ? std::max<int64_t>(k, 1) : row_stride;
+    d.a = a.raw_data(), d.b = b.raw_data(), d.c = out.raw_data();
+    cuda::gemm(out.device(), d, op);
+    return;
+  }
+  // Broadcast batch dims with the strides of a, b and out (0 where broadcast); size-1 dims dropped,
+  // neighbours merged when all three strides chain, so most batches become one strided call.
+  struct BatchDim {
+    int64_t size, sa, sb, sc;
+  };
+  std::vector<BatchDim> dims;
+  const int nb = dout - 2;
+  int64_t sc = n * m;
+  std::vector<BatchDim> rev;
+  for (int dd = nb - 1; dd >= 0; --dd) {
+    const int ia = dd - (nb - (da - 2)), ib = dd - (nb - (db - 2));
+    const BatchDim bd{out.size(dd), ia >= 0 && a.size(ia) != 1 ? a.stride(ia) : 0,
+                      ib >= 0 && b.size(ib) != 1 ? b.stride(ib) : 0, sc};
+    sc *= out.size(dd);
+    if (bd.size == 1) continue;
+    if (!rev.empty()) {
+      BatchDim& in = rev.back();
+      if (bd.sa == in.sa * in.size && bd.sb == in.sb * in.size && bd.sc == in.sc * in.size) {
+        in.size *= bd.size;
+        continue;
+      }
+    }
+    rev.push_back(bd);
+  }
+  dims.assign(rev.rbegin(), rev.rend());
+  const BatchDim inner = dims.empty() ? BatchDim{1, 0, 0, 0} : dims.back();
+  if (!dims.empty()) dims.pop_back();
+  int64_t outer = 1;
+  for (const BatchDim& bd : dims) outer *= bd.size;
+  d.batch = inner.size;
+  d.stride_a = inner.sa, d.stride_b = inner.sb, d.stride_c = inner.sc;
+  for (int64_t i = 0; i < outer; ++i) {
+    int64_t oa = 0, ob = 0, oc = 0, rem = i;
+    for (int dd = int(dims.size()) - 1; dd >= 0; --dd) {
+      const int64_t idx = rem % dims[dd].size;
+      rem /= dims[dd].size;
+      oa += idx * dims[dd].sa, ob += idx * dims[dd].sb, oc += idx * dims[dd].sc;
+    }
+    d.a = elements(a, oa), d.b = elements(b, ob);
+    d.c = const_cast<char*>(elements(out, oc));
+    cuda::gemm(out.device(), d, op);
+  }
+}
+#endif
+
+// The CPU GEMMs read f32 copies of bf16 operands: widening is exact, so an sgemm on them is
+// "bf16 inputs, f32 accumulation".
+Tensor widened(const Tensor& t) {
+  if (t.dtype() != DType::bf16) return t;
+  autograd::NoGradGuard no_grad;
+  return to_dtype(t, DType::f32);
+}
+
 // matmul of two operands with at least 2 dims each; records MatmulBackward.
-Tensor matmul_nd(const Tensor& a, const Tensor& b, const char* op) {
+Tensor matmul_nd(Tensor a, Tensor b, const char* op) {
+  const GemmArith arith = gemm_arith(op, a.dtype(), b.dtype());
+  if (arith == GemmArith::bf16) {
+    a = to_dtype(a, DType::bf16);
+    b = to_dtype(b, DType::bf16);
+  }
+  const DType out_dtype = arith == GemmArith::f64 ? DType::f64 : DType::f32;
   const int da = a.dim(), db = b.dim();
   Dims ba, bb;
   for (int d = 0; d < da - 2; ++d) ba.push_back(a.size(d));
@@ -147,21 +243,26 @@ Tensor matmul_nd(const Tensor& a, const Tensor& b, const char* op) {
   Dims shape = broadcast_shapes(ba, bb, op);
   shape.push_back(a.size(da - 2));
   shape.push_back(b.size(db - 1));
-  Tensor out = empty(shape, opts(a.dtype(), a.device()));
-  const Tensor ac = blas_ready(a), bc = blas_ready(b);
-  dispatch_floating(a.dtype(), op, [&](auto zero) {
-    using T = decltype(zero);
-    run_matmul<T>(ac, bc, out);
-  });
+  Tensor out = empty(shape, opts(out_dtype, a.device()));
+  if (use_cuda(op, a)) {
+#if ENGINE_WITH_CUDA
+    run_matmul_cuda(blas_ready(a), blas_ready(b), out, cuda::GemmMode(arith), op);
+#endif
+  } else {
+    const Tensor ac = blas_ready(widened(a)), bc = blas_ready(widened(b));
+    dispatch_floating(out_dtype, op, [&](auto zero) {
+      using T = decltype(zero);
+      run_matmul<T>(ac, bc, out);
+    });
+  }
   F::matmul(a, b, out);
   return out;
 }
 
 void check_operands(const char* op, const Tensor& a, const Tensor& b) {
   ENGINE_CHECK(a.defined() && b.defined(), "{}: undefined operand", op);
-  check_same(op, a, b);
-  check_floating(op, a);
-  check_cpu(op, a);
+  ENGINE_CHECK(a.device() == b.device(), "{}: device mismatch, {} vs {}", op, a.device().str(), b.device().str());
+  gemm_arith(op, a.dtype(), b.dtype());
 }
 
 }  // namespace
@@ -203,53 +304,80 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   ENGINE_CHECK(x.size(x.dim() - 1) == in, "linear: input shape {} does not match weight shape {} (in features {} vs {})",
                x.sizes().str(), weight.sizes().str(), x.size(x.dim() - 1), in);
   if (bias.defined()) {
-    check_same("linear", x, bias);
+    ENGINE_CHECK(bias.device() == x.device(), "linear: device mismatch, {} vs {} (bias)", x.device().str(),
+                 bias.device().str());
     ENGINE_CHECK(bias.dim() == 1 && bias.size(0) == out_features,
                  "linear: bias shape {} does not match {} output features", bias.sizes().str(), out_features);
   }
+  const GemmArith arith = gemm_arith("linear", x.dtype(), weight.dtype());
+  const DType out_dtype = arith == GemmArith::f64 ? DType::f64 : DType::f32;
+  if (bias.defined())
+    ENGINE_CHECK(bias.dtype() == out_dtype, "linear: bias dtype {} does not match the output dtype {}",
+                 dtype_name(bias.dtype()), dtype_name(out_dtype));
+  // bf16 arithmetic: the Node records (and saves) the bf16 copies; the bias stays f32.
+  const Tensor xin = arith == GemmArith::bf16 ? to_dtype(x, DType::bf16) : x;
+  const Tensor win = arith == GemmArith::bf16 ? to_dtype(weight, DType::bf16) : weight;
   Dims shape = x.sizes();
   shape[shape.size() - 1] = out_features;
-  Tensor out = empty(shape, opts(x.dtype(), x.device()));
+  Tensor out = empty(shape, opts(out_dtype, x.device()));
   const int64_t rows = x.numel() / std::max<int64_t>(in, 1);
 
+  // What the GEMM reads: on the CPU, f32 widenings of bf16 operands (exact).
+  const bool on_cuda = use_cuda("linear", x);
+  const Tensor xg = on_cuda ? xin : widened(xin), wg = on_cuda ? win : widened(win);
   // x as a [rows, in] row-major matrix: its leading dims must merge, else copy it.
-  Tensor xc = x;
+  Tensor xc = xg;
   int64_t row_stride = 0;
-  if (!(x.stride(x.dim() - 1) == 1 || in <= 1) || !rows_mergeable(x, x.dim() - 1, row_stride) ||
+  if (!(xg.stride(xg.dim() - 1) == 1 || in <= 1) || !rows_mergeable(xg, xg.dim() - 1, row_stride) ||
       (rows > 1 && row_stride < in)) {
     autograd::NoGradGuard no_grad;
-    xc = clone(x);
+    xc = clone(xg);
     row_stride = in;
   }
   if (rows <= 1) row_stride = in;
   // W^T [in, out] is W read with the transpose flag; a W that is itself a transposed view needs none.
-  Tensor wc = weight;
-  BlasView vw = blas_view(in, out_features, weight.stride(1), weight.stride(0));
+  Tensor wc = wg;
+  BlasView vw = blas_view(in, out_features, wg.stride(1), wg.stride(0));
   if (!vw.ok) {
     autograd::NoGradGuard no_grad;
-    wc = clone(weight);
+    wc = clone(wg);
     vw = blas_view(in, out_features, wc.stride(1), wc.stride(0));
   }
   const Tensor bc = bias.defined() ? contiguous(bias.detach()) : Tensor();
-  dispatch_floating(x.dtype(), "linear", [&](auto zero) {
-    using T = decltype(zero);
-    T* po = out.data<T>();
-    if (bc.defined()) {
-      // Start from the bias in every row, then accumulate the product (beta = 1).
-      const T* pb = bc.data<T>();
+  if (on_cuda) {
+#if ENGINE_WITH_CUDA
+    // Start from the bias in every row, then accumulate the product (beta = 1).
+    if (bc.defined()) cuda::bias_fill(out, bc, out_features, 1);
+    cuda::GemmDesc d;
+    d.mode = cuda::GemmMode(arith);
+    d.trans_b = vw.trans;
+    d.m = rows, d.n = out_features, d.k = in;
+    d.a = xc.raw_data(), d.lda = row_stride;
+    d.b = wc.raw_data(), d.ldb = vw.ld;
+    d.beta = bc.defined() ? 1 : 0, d.c = out.raw_data(), d.ldc = out_features;
+    cuda::gemm(out.device(), d, "linear");
+#endif
+  } else {
+    dispatch_floating(out_dtype, "linear", [&](auto zero) {
+      using T = decltype(zero);
+      T* po = out.data<T>();
+      if (bc.defined()) {
+        // Start from the bias in every row, then accumulate the product (beta = 1).
+        const T* pb = bc.data<T>();
 #pragma omp parallel for schedule(static) if (rows * out_features >= cpu::kParallelGrain)
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t j = 0; j < out_features; ++j) po[r * out_features + j] = pb[j];
-    }
-    cpu::GemmCall<T> c;
-    c.trans_b = vw.trans;
-    c.m = rows, c.n = out_features, c.k = in;
-    c.a = xc.data<T>(), c.lda = row_stride;
-    c.b = wc.data<T>(), c.ldb = vw.ld;
-    c.beta = T(bc.defined() ? 1 : 0), c.c = po, c.ldc = out_features;
-    cpu::gemm_parallel(c);
-  });
-  F::linear(x, weight, bias, out);
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t j = 0; j < out_features; ++j) po[r * out_features + j] = pb[j];
+      }
+      cpu::GemmCall<T> c;
+      c.trans_b = vw.trans;
+      c.m = rows, c.n = out_features, c.k = in;
+      c.a = xc.data<T>(), c.lda = row_stride;
+      c.b = wc.data<T>(), c.ldb = vw.ld;
+      c.beta = T(bc.defined() ? 1 : 0), c.c = po, c.ldc = out_features;
+      cpu::gemm_parallel(c);
+    });
+  }
+  F::linear(xin, win, bias, out);
   return out;
 }
 

@@ -10,8 +10,8 @@
 //   max_pool2d:  y[n,c,i,j] = max_{a<kh, b<kw, inside} x[n,c, i*sh - ph + a, j*sw - pw + b]
 //   avg_pool2d:  y[n,c,i,j] = sum_{inside} x[...] / (count_include_pad ? kh*kw : #inside)
 //
-// The loop is one (n, c) plane per OpenMP iteration; the window bounds are clipped to the image
-// once per output pixel, so the inner loops have no branches.
+// The per-pixel math is tensor/kernels/pool.h: the CPU loop runs one (n, c) plane per OpenMP
+// iteration, the CUDA kernel (tensor/cuda/pool.cu) one thread per output pixel.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -19,7 +19,11 @@
 #include "autograd/grad_mode.h"
 #include "tensor/dispatch.h"
 #include "tensor/op_helpers.h"
+#include "tensor/kernels/pool.h"
 #include "tensor/ops.h"
+#if ENGINE_WITH_CUDA
+#include "tensor/cuda/pool.h"
+#endif
 
 namespace engine {
 
@@ -32,7 +36,6 @@ struct PoolShape {
 PoolShape check_pool(const char* op, const Tensor& x, const Pool2dParams& p) {
   ENGINE_CHECK(x.defined(), "{}: input is undefined", op);
   check_floating(op, x);
-  check_cpu(op, x);
   ENGINE_CHECK(!(autograd::grad_enabled() && x.requires_grad()),
                "{}: not differentiable (a forward-only op for evaluation) but the input {} requires grad; "
                "run it under autograd::NoGradGuard or on a detached tensor",
@@ -58,50 +61,23 @@ PoolShape check_pool(const char* op, const Tensor& x, const Pool2dParams& p) {
   return s;
 }
 
-// Calls f(in_plane, out_plane) for every (n, c) plane, in parallel when there is enough work.
+kernels::PoolGeometry pool_geometry(const PoolShape& s, const Pool2dParams& p) {
+  kernels::PoolGeometry g;
+  g.h = s.h, g.w = s.w, g.ho = s.ho, g.wo = s.wo;
+  g.kh = p.kernel_h, g.kw = p.kernel_w, g.sh = p.stride_h, g.sw = p.stride_w, g.ph = p.pad_h, g.pw = p.pad_w;
+  return g;
+}
+
+// CPU: calls f(in_plane, out_plane, i, j) for every output pixel, one (n, c) plane per iteration.
 template <typename T, typename F>
-void for_each_plane(const PoolShape& s, const T* in, T* out, int64_t window, F&& f) {
+void for_each_pixel(const PoolShape& s, const T* in, T* out, int64_t window, F&& f) {
   const int64_t work = s.planes * s.ho * s.wo * window;
 #pragma omp parallel for schedule(static) if (work >= (1 << 16) && s.planes > 1)
-  for (int64_t pl = 0; pl < s.planes; ++pl) f(in + pl * s.h * s.w, out + pl * s.ho * s.wo);
-}
-
-template <typename T>
-void max_pool_plane(const PoolShape& s, const Pool2dParams& p, const T* in, T* out) {
-  for (int64_t i = 0; i < s.ho; ++i) {
-    const int64_t y0 = std::max<int64_t>(i * p.stride_h - p.pad_h, 0);
-    const int64_t y1 = std::min<int64_t>(i * p.stride_h - p.pad_h + p.kernel_h, s.h);
-    for (int64_t j = 0; j < s.wo; ++j) {
-      const int64_t x0 = std::max<int64_t>(j * p.stride_w - p.pad_w, 0);
-      const int64_t x1 = std::min<int64_t>(j * p.stride_w - p.pad_w + p.kernel_w, s.w);
-      T m = -std::numeric_limits<T>::infinity();
-      bool nan = false;
-      for (int64_t y = y0; y < y1; ++y)
-        for (int64_t x = x0; x < x1; ++x) {
-          const T v = in[y * s.w + x];
-          nan |= std::isnan(v);
-          m = v > m ? v : m;
-        }
-      out[i * s.wo + j] = nan ? std::numeric_limits<T>::quiet_NaN() : m;
-    }
-  }
-}
-
-template <typename T>
-void avg_pool_plane(const PoolShape& s, const Pool2dParams& p, bool count_include_pad, const T* in, T* out) {
-  for (int64_t i = 0; i < s.ho; ++i) {
-    const int64_t y0 = std::max<int64_t>(i * p.stride_h - p.pad_h, 0);
-    const int64_t y1 = std::min<int64_t>(i * p.stride_h - p.pad_h + p.kernel_h, s.h);
-    for (int64_t j = 0; j < s.wo; ++j) {
-      const int64_t x0 = std::max<int64_t>(j * p.stride_w - p.pad_w, 0);
-      const int64_t x1 = std::min<int64_t>(j * p.stride_w - p.pad_w + p.kernel_w, s.w);
-      T acc = 0;
-      for (int64_t y = y0; y < y1; ++y)
-        for (int64_t x = x0; x < x1; ++x) acc += in[y * s.w + x];
-      // With padding <= kernel/2 every window holds at least one in-image pixel.
-      const int64_t count = count_include_pad ? p.kernel_h * p.kernel_w : (y1 - y0) * (x1 - x0);
-      out[i * s.wo + j] = acc / T(count);
-    }
+  for (int64_t pl = 0; pl < s.planes; ++pl) {
+    const T* ip = in + pl * s.h * s.w;
+    T* op = out + pl * s.ho * s.wo;
+    for (int64_t i = 0; i < s.ho; ++i)
+      for (int64_t j = 0; j < s.wo; ++j) op[i * s.wo + j] = f(ip, i, j);
   }
 }
 
@@ -118,10 +94,17 @@ Tensor max_pool2d(const Tensor& x, const Pool2dParams& p) {
   const PoolShape s = check_pool("max_pool2d", x, p);
   Tensor out = empty({x.size(0), x.size(1), s.ho, s.wo}, opts(x.dtype(), x.device()));
   const Tensor xc = dense(x);
+  const kernels::PoolGeometry g = pool_geometry(s, p);
+  if (use_cuda("max_pool2d", x)) {
+#if ENGINE_WITH_CUDA
+    cuda::max_pool2d(xc, out, s.planes, g);
+#endif
+    return out;
+  }
   dispatch_floating(x.dtype(), "max_pool2d", [&](auto zero) {
     using T = decltype(zero);
-    for_each_plane(s, xc.data<T>(), out.data<T>(), p.kernel_h * p.kernel_w,
-                   [&](const T* in, T* o) { max_pool_plane<T>(s, p, in, o); });
+    for_each_pixel(s, xc.data<T>(), out.data<T>(), p.kernel_h * p.kernel_w,
+                   [&](const T* in, int64_t i, int64_t j) { return kernels::max_pool_at(in, g, i, j); });
   });
   return out;
 }
@@ -131,10 +114,18 @@ Tensor avg_pool2d(const Tensor& x, const Pool2dParams& p, bool count_include_pad
   const PoolShape s = check_pool("avg_pool2d", x, p);
   Tensor out = empty({x.size(0), x.size(1), s.ho, s.wo}, opts(x.dtype(), x.device()));
   const Tensor xc = dense(x);
+  const kernels::PoolGeometry g = pool_geometry(s, p);
+  if (use_cuda("avg_pool2d", x)) {
+#if ENGINE_WITH_CUDA
+    cuda::avg_pool2d(xc, out, s.planes, g, count_include_pad);
+#endif
+    return out;
+  }
   dispatch_floating(x.dtype(), "avg_pool2d", [&](auto zero) {
     using T = decltype(zero);
-    for_each_plane(s, xc.data<T>(), out.data<T>(), p.kernel_h * p.kernel_w,
-                   [&](const T* in, T* o) { avg_pool_plane<T>(s, p, count_include_pad, in, o); });
+    for_each_pixel(s, xc.data<T>(), out.data<T>(), p.kernel_h * p.kernel_w, [&](const T* in, int64_t i, int64_t j) {
+      return kernels::avg_pool_at(in, g, count_include_pad, i, j);
+    });
   });
   return out;
 }

@@ -18,12 +18,17 @@
 // to x's dtype after flipping and scaling), and it must not require grad (the reference asserts
 // the same; no gradient is defined for it). Its backward w.r.t. x is upfirdn2d again
 // (autograd/formulas/upfirdn.cpp), so the op is differentiable to any order.
+// On CUDA (tensor/cuda/upfirdn.cu) each pass is one thread per output pixel over the per-pixel
+// forms of tensor/kernels/upfirdn.h; the weights are prepared on the host and copied over.
 #include <cmath>
 #include <vector>
 
 #include "autograd/formulas/upfirdn.h"
 #include "autograd/grad_mode.h"
 #include "tensor/cpu/upfirdn.h"
+#if ENGINE_WITH_CUDA
+#include "tensor/cuda/upfirdn.h"
+#endif
 #include "tensor/dispatch.h"
 #include "tensor/op_helpers.h"
 #include "tensor/ops.h"
@@ -72,7 +77,6 @@ Tensor upfirdn2d(const Tensor& x, const Tensor& f, const UpFirDnParams& p) {
   ENGINE_CHECK(x.defined(), "upfirdn2d: x is undefined");
   ENGINE_CHECK(f.defined(), "upfirdn2d: the filter f is undefined");
   check_floating("upfirdn2d", x);
-  check_cpu("upfirdn2d", x);
   ENGINE_CHECK(x.dim() == 4, "upfirdn2d: expected x of shape [N, C, H, W], got {}", x.sizes().str());
   ENGINE_CHECK(f.dim() == 1 || f.dim() == 2,
                "upfirdn2d: the filter must be 1-D [k] (separable) or 2-D [kh, kw], got a {}-D filter of shape {}",
@@ -100,7 +104,9 @@ Tensor upfirdn2d(const Tensor& x, const Tensor& f, const UpFirDnParams& p) {
     autograd::NoGradGuard no_grad;  // the Node below is recorded on x itself
     xc = contiguous(x);
   }
-  const std::vector<double> fv = f.to_vector();
+  // The filter's values shape the passes (separable or not) and are scaled on the host: a CUDA
+  // filter (a module buffer moved with the model) is copied to the host for that; it is tiny.
+  const std::vector<double> fv = (f.device().is_cpu() ? f : f.to(Device::cpu())).to_vector();
   // Separable passes: the 1-D filter along x then y, each times sqrt(gain) as the reference; or
   // the factors of an outer-product 2-D filter, the gain on the y pass.
   std::vector<double> fx = fv, fy = fv;
@@ -112,6 +118,11 @@ Tensor upfirdn2d(const Tensor& x, const Tensor& f, const UpFirDnParams& p) {
   }
   Tensor out = empty({N, C, Ho, Wo}, opts(x.dtype(), x.device()));
   const int64_t planes = N * C;
+  const bool on_cuda = use_cuda("upfirdn2d", x);
+  // The correlation weights on x's device (CUDA kernels read them from device memory).
+  [[maybe_unused]] auto device_weights = [&](const auto& w) {
+    return from_vector(std::vector<double>(w.begin(), w.end()), {int64_t(w.size())}, opts(x.dtype(), x.device()));
+  };
   dispatch_floating(x.dtype(), "upfirdn2d", [&](auto zero) {
     using T = decltype(zero);
     if (!two_pass) {
@@ -120,16 +131,29 @@ Tensor upfirdn2d(const Tensor& x, const Tensor& f, const UpFirDnParams& p) {
       g.H = H, g.W = W, g.Ho = Ho, g.Wo = Wo, g.kh = kh, g.kw = kw;
       g.up_x = p.up_x, g.up_y = p.up_y, g.down_x = p.down_x, g.down_y = p.down_y;
       g.pad_x0 = p.pad_x0, g.pad_y0 = p.pad_y0;
-      cpu::upfirdn2d_2d<T>(xc.data<T>(), out.data<T>(), planes, g, w.data());
+      if (on_cuda) {
+#if ENGINE_WITH_CUDA
+        cuda::upfirdn2d_2d(xc, out, planes, g, device_weights(w));
+#endif
+      } else {
+        cpu::upfirdn2d_2d<T>(xc.data<T>(), out.data<T>(), planes, g, w.data());
+      }
     } else {
       const std::vector<T> wx = correlation_weights<T>(fx, gain_x);
       const std::vector<T> wy = correlation_weights<T>(fy, gain_y);
       // Pass 1 along x: [N*C*H, W] -> [N*C*H, Wo]; pass 2 along y: [N*C, H, Wo] -> [N*C, Ho, Wo].
       Tensor tmp = empty({N, C, H, Wo}, opts(x.dtype(), x.device()));
-      cpu::upfirdn2d_pass_x<T>(xc.data<T>(), tmp.data<T>(), planes * H, W, Wo, wx.data(), kw, p.up_x, p.down_x,
-                               p.pad_x0);
-      cpu::upfirdn2d_pass_y<T>(tmp.data<T>(), out.data<T>(), planes, H, Ho, Wo, wy.data(), kh, p.up_y, p.down_y,
-                               p.pad_y0);
+      if (on_cuda) {
+#if ENGINE_WITH_CUDA
+        cuda::upfirdn2d_pass_x(xc, tmp, planes * H, W, Wo, device_weights(wx), p.up_x, p.down_x, p.pad_x0);
+        cuda::upfirdn2d_pass_y(tmp, out, planes, H, Ho, Wo, device_weights(wy), p.up_y, p.down_y, p.pad_y0);
+#endif
+      } else {
+        cpu::upfirdn2d_pass_x<T>(xc.data<T>(), tmp.data<T>(), planes * H, W, Wo, wx.data(), kw, p.up_x, p.down_x,
+                                 p.pad_x0);
+        cpu::upfirdn2d_pass_y<T>(tmp.data<T>(), out.data<T>(), planes, H, Ho, Wo, wy.data(), kh, p.up_y, p.down_y,
+                                 p.pad_y0);
+      }
     }
   });
   autograd::formulas::upfirdn2d(x, f, p, out);

@@ -1,6 +1,11 @@
 // matmul.cpp: backward formulas of matmul/bmm and linear, written with matmul, transpose,
 // reshape and sum, so they are differentiable again (double backward).
 //
+// Precision (tensor/precision.h): each Node keeps the matmul precision in force when it was
+// recorded and its backward GEMMs run under it, even when backward() runs outside the scope.
+// Under bf16 the op recorded the Node on the bf16 copies of its operands, so those are what is
+// saved (half the bytes of f32), and the backward matmuls of bf16 operands run in bf16 too.
+//
 //   matmul  c = a b   (a [.., n, k], b [.., k, m], batch dims broadcast):
 //     da = sum_to(g b^T, a.shape)
 //     db = sum_to(a^T g, b.shape)      when b is 2-D: db = A^T G with a, g folded to [rows, k], [rows, m]
@@ -14,6 +19,7 @@
 
 #include "autograd/node.h"
 #include "tensor/ops.h"
+#include "tensor/precision.h"
 
 namespace engine::autograd::formulas {
 
@@ -23,7 +29,9 @@ void matmul(const Tensor& a, const Tensor& b, const Tensor& out) {
   node->save(node->needs_input_grad(1) ? a : Tensor());
   node->save(node->needs_input_grad(0) ? b : Tensor());
   const Dims sa = a.sizes(), sb = b.sizes();
-  node->backward_fn = [sa, sb](Node& n, const TensorList& g) -> TensorList {
+  const MatmulPrecision precision = matmul_precision();
+  node->backward_fn = [sa, sb, precision](Node& n, const TensorList& g) -> TensorList {
+    MatmulPrecisionScope scope(precision);
     Tensor da, db;
     if (n.needs_input_grad(0)) {
       const Tensor b = n.saved(1);
@@ -49,7 +57,9 @@ void linear(const Tensor& x, const Tensor& weight, const Tensor& bias, const Ten
   node->save(node->needs_input_grad(1) ? x : Tensor());
   node->save(node->needs_input_grad(0) ? weight : Tensor());
   const int64_t in = weight.size(1), out_features = weight.size(0);
-  node->backward_fn = [in, out_features](Node& n, const TensorList& g) -> TensorList {
+  const MatmulPrecision precision = matmul_precision();
+  node->backward_fn = [in, out_features, precision](Node& n, const TensorList& g) -> TensorList {
+    MatmulPrecisionScope scope(precision);
     Tensor dx, dw, db;
     if (n.needs_input_grad(0)) dx = engine::matmul(g[0], n.saved(1));
     if (n.needs_input_grad(1) || n.needs_input_grad(2)) {

@@ -26,7 +26,8 @@ namespace {
 
 // flip(f) as a new constant tensor: reversing the row-major values flips every axis.
 Tensor flipped(const Tensor& f) {
-  std::vector<double> v = f.to_vector();
+  // A constant of a few taps; a CUDA filter's values are read on the host (copied there).
+  std::vector<double> v = (f.device().is_cpu() ? f : f.to(Device::cpu())).to_vector();
   std::reverse(v.begin(), v.end());
   return from_vector(v, f.sizes(), opts(f.dtype(), f.device()));
 }

@@ -86,7 +86,7 @@ constexpr DType dtype_of() {
 template <typename T>
 ENGINE_L2_CLONES void logits_row(int64_t n, T a, const T* __restrict kn, T two_c, T floor_u, T* __restrict row) {
   ENGINE_REDUCE_SIMD
-  for (int64_t j = 0; j < n; ++j) row[j] = -std::sqrt(std::max(a + kn[j] - two_c * row[j], floor_u));
+  for (int64_t j = 0; j < n; ++j) row[j] = kernels::l2_logit(kernels::l2_u(a, kn[j], two_c, row[j]), floor_u);
 }
 
 template <typename T>
@@ -102,10 +102,10 @@ ENGINE_L2_CLONES void grad_row(int64_t n, T a, const T* __restrict kn, T two_c, 
               T* __restrict grow, T* __restrict cg) {
   ENGINE_REDUCE_SIMD
   for (int64_t j = 0; j < n; ++j) {
-    const T u = a + kn[j] - two_c * srow[j];
-    const T s = std::sqrt(std::max(u, floor_u));
+    const T u = kernels::l2_u(a, kn[j], two_c, srow[j]);
+    const T s = -kernels::l2_logit(u, floor_u);
     const T A = kernels::vexp(T(-s - lse));
-    const T gu = u >= floor_u ? -(A * (grow[j] - D)) * half_c / s : T(0);
+    const T gu = kernels::l2_grad_u(A, grow[j], D, half_c, s, u, floor_u);
     srow[j] = A;
     grow[j] = gu;
     cg[j] += gu;

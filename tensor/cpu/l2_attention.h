@@ -12,16 +12,12 @@
 #pragma once
 #include <cstdint>
 
+#include "tensor/kernels/l2_attention.h"
+
 namespace engine::cpu {
 
-// Shapes and element strides of one call. q [B, Tq, H, d], k [B, Tk, H, d], v [B, Tk, H, dv]
-// with strides (b, t, h, c) each; out and grad_out are contiguous [B, Tq, H * dv] (head n at
-// channels [n dv, (n + 1) dv)); lse is contiguous [B, H, Tq].
-struct L2AttnGeom {
-  int64_t B = 0, Tq = 0, Tk = 0, H = 0, d = 0, dv = 0;
-  int64_t qs[4] = {}, ks[4] = {}, vs[4] = {};
-  double eps = 0;
-};
+// Shapes and strides of one call: kernels::L2AttnGeom (tensor/kernels/l2_attention.h).
+using L2AttnGeom = kernels::L2AttnGeom;
 
 template <typename T>
 void l2_attention_forward(const L2AttnGeom& g, const T* q, const T* k, const T* v, T* out, T* lse);
