@@ -16,8 +16,12 @@ namespace engine::aurora {
 
 namespace {
 
+// The host copy of a tensor to be written: safetensors writes host bytes, so state on a GPU
+// is copied to the CPU (one device->host copy per tensor, at checkpoint time only).
+Tensor to_host(const Tensor& t) { return t.device().is_cpu() ? t : t.to(Device::cpu()); }
+
 void add_prefixed(io::NamedTensors& out, const std::string& prefix, nn::Module& m) {
-  for (auto& [name, t] : nn::state_dict(m)) out.emplace_back(prefix + name, t);
+  for (auto& [name, t] : nn::state_dict(m)) out.emplace_back(prefix + name, to_host(t));
 }
 
 int64_t meta_int(const io::SafetensorsFile& f, const std::string& key) {
@@ -48,7 +52,9 @@ void load_into(const io::SafetensorsFile& f, const std::string& key, const Tenso
   ENGINE_CHECK(src.sizes() == dst.sizes(), "checkpoint '{}': shape mismatch for '{}': file {} vs model {}", f.source,
                key, src.sizes().str(), dst.sizes().str());
   autograd::NoGradGuard no_grad;
-  copy_(dst, src);
+  // The file's tensors are on the host; a CUDA trainer loads them onto its device (so a CPU
+  // checkpoint resumes on a GPU and vice versa: the file does not record a device).
+  copy_(dst, src.device() == dst.device() ? src : src.to(dst.device()));
 }
 
 void load_module(const io::SafetensorsFile& f, const std::string& prefix, nn::Module& m) {
@@ -78,10 +84,10 @@ void save_checkpoint(Trainer& t, const std::string& path) {
   add_prefixed(tensors, "G.", t.G());
   add_prefixed(tensors, "G_ema.", t.G_ema());
   add_prefixed(tensors, "D.", t.D());
-  tensors.emplace_back("opt.G.exp_avg", t.g_opt().exp_avg());
-  tensors.emplace_back("opt.G.exp_avg_sq", t.g_opt().exp_avg_sq());
-  tensors.emplace_back("opt.D.exp_avg", t.d_opt().exp_avg());
-  tensors.emplace_back("opt.D.exp_avg_sq", t.d_opt().exp_avg_sq());
+  tensors.emplace_back("opt.G.exp_avg", to_host(t.g_opt().exp_avg()));
+  tensors.emplace_back("opt.G.exp_avg_sq", to_host(t.g_opt().exp_avg_sq()));
+  tensors.emplace_back("opt.D.exp_avg", to_host(t.d_opt().exp_avg()));
+  tensors.emplace_back("opt.D.exp_avg_sq", to_host(t.d_opt().exp_avg_sq()));
   const TrainState& s = t.state();
   std::map<std::string, std::string> meta = {
       {"format", kCheckpointFormat},

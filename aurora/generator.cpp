@@ -132,7 +132,9 @@ SynthesisStage::SynthesisStage(const GeneratorConfig& g, int64_t r)
 
 std::vector<int64_t> RouterLayer::tokens_per_expert(int64_t num_experts) const {
   std::vector<int64_t> counts(size_t(num_experts), 0);
-  const Tensor ids = expert_ids.contiguous();
+  // Router statistics are host bookkeeping: bring the (small, i64 [B, T]) ids to the CPU; on a
+  // GPU this is one synchronising device->host copy per layer and sample grid.
+  const Tensor ids = contiguous(expert_ids.device().is_cpu() ? expert_ids : expert_ids.to(Device::cpu()));
   ENGINE_CHECK(ids.dtype() == DType::i64, "RouterLayer {}: expert_ids must be i64", name);
   const int64_t* p = ids.data<int64_t>();
   for (int64_t i = 0; i < ids.numel(); ++i) {

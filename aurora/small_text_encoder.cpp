@@ -60,7 +60,10 @@ TextFeatures SmallTextEncoder::encode(const Tensor& ids) const {
   const int64_t* eot = out.eot.data<int64_t>();
   for (int64_t b = 0; b < B; ++b) flat_eot[size_t(b)] = b * L + eot[b];
 
-  const Tensor index = from_vector_i64(rows, {B * L});
+  // The index tensors built on the host go to the embedding's device (a small host->device copy
+  // each); the ids themselves are host data (tokenised captions).
+  const Device dev = token_embedding.value.device();
+  const Tensor index = from_vector_i64(rows, {B * L}, opts(DType::i64, dev));
   Tensor x = reshape(index_select(token_embedding.value, 0, index), {B, L, width_});
   x = add(x, narrow(positional_embedding.value, 0, 0, L));
   x = transformer.forward(x);
@@ -74,12 +77,12 @@ TextFeatures SmallTextEncoder::encode(const Tensor& ids) const {
     for (int64_t t = 1; t < eot[b]; ++t) pool[size_t(b * L + t)] = 1.0 / double(eot[b] - 1);
     is_eot[size_t(b * L + eot[b])] = 1.0;
   }
-  const TensorOptions fo = opts(x.dtype());
+  const TensorOptions fo = opts(x.dtype(), dev);
   const Tensor words = bmm(from_vector(pool, {B, 1, L}, fo), x);  // [B, 1, width]
   const Tensor eot_mask = from_vector(is_eot, {B, L, 1}, fo);
   x = add(mul(x, rsub(1.0, eot_mask)), mul(eot_mask, words));
   out.states = ln_final.forward(x);
-  const Tensor pooled_tokens = index_select(reshape(out.states, {B * L, width_}), 0, from_vector_i64(flat_eot, {B}));
+  const Tensor pooled_tokens = index_select(reshape(out.states, {B * L, width_}), 0, from_vector_i64(flat_eot, {B}, opts(DType::i64, dev)));
   out.pooled = text_projection.forward(pooled_tokens);
   return out;
 }

@@ -142,7 +142,9 @@ json TrainConfig::to_json() const {
           {"sample_every", sample_every},
           {"checkpoint_every", checkpoint_every},
           {"keep_checkpoints", keep_checkpoints},
-          {"sample_psi", sample_psi}};
+          {"sample_psi", sample_psi},
+          {"device", device},
+          {"precision", precision}};
 }
 
 TrainConfig parse_train_config(const json& j, const std::string& path) {
@@ -245,8 +247,24 @@ TrainConfig parse_train_config(const json& j, const std::string& path) {
   r.integer("checkpoint_every", c.checkpoint_every, 0, "an integer >= 0 (0 = at the end only)");
   r.integer("keep_checkpoints", c.keep_checkpoints, 1, "a positive integer");
   r.number("sample_psi", c.sample_psi, 0, inf, "a number >= 0");
+  r.string("device", c.device);
+  parse_device_spec(c.device, r.where("device"));
+  r.string("precision", c.precision, {"f32", "tf32", "bf16"});
+  ENGINE_CHECK(c.precision != "tf32" || parse_device_spec(c.device).cuda,
+               "{}: \"tf32\" is a CUDA (tensor-core) mode; with device \"{}\" use \"f32\" or \"bf16\"",
+               r.where("precision"), c.device);
   r.finish();
   return c;
+}
+
+DeviceSpec parse_device_spec(const std::string& value, const std::string& key) {
+  if (value == "cpu") return {};
+  if (value == "cuda") return {true, 0};
+  const std::string pre = "cuda:";
+  bool ok = value.size() > pre.size() && value.size() <= pre.size() + 4 && value.rfind(pre, 0) == 0;
+  for (size_t i = pre.size(); ok && i < value.size(); ++i) ok = value[i] >= '0' && value[i] <= '9';
+  ENGINE_CHECK(ok, "{}: expected \"cpu\", \"cuda\" or \"cuda:N\", got \"{}\"", key, value);
+  return {true, std::stoi(value.substr(pre.size()))};
 }
 
 double lr_multiplier(const std::map<std::string, double>& multipliers, const std::string& name) {

@@ -127,12 +127,29 @@ struct TrainConfig {
   int64_t checkpoint_every = 1000;
   int64_t keep_checkpoints = 3;
   double sample_psi = 1.0;      // truncation of the training sample grids (1 = none)
+  // Device and precision (DESIGN.md sections 5 and 9; docs/training.md "GPU training").
+  //   device:    "cpu", "cuda" (= cuda:0) or "cuda:N": where G, G_ema, D, the optimizer state,
+  //              the batches and the z draws live. A CUDA device in a build without the CUDA
+  //              backend, or on a machine without that GPU, is an error when the trainer starts.
+  //   precision: "f32" (exact f32 GEMMs), "tf32" (cuBLASLt TF32 GEMMs; CUDA only) or "bf16"
+  //              (GEMM / conv inputs rounded to bf16, f32 accumulation and outputs; the MoE
+  //              router, norms, softmax, losses, R1's gradient norm, AdamW and the EMA stay f32).
+  std::string device = "cpu";
+  std::string precision = "f32";
 
   nlohmann::json to_json() const;
 };
 
 // Parse one "train" section (null -> all defaults). Throws engine::Error naming the key path.
 TrainConfig parse_train_config(const nlohmann::json& j, const std::string& path = "config.train");
+
+// The Device of a train.device value ("cpu", "cuda", "cuda:N"); throws engine::Error naming
+// `key` for anything else. It does not check that the device exists (Trainer does).
+struct DeviceSpec {
+  bool cuda = false;
+  int index = 0;
+};
+DeviceSpec parse_device_spec(const std::string& value, const std::string& key = "config.train.device");
 
 // The multiplier of parameter `name` ("G.<...>" or "D.<...>") under `multipliers` (1 if none).
 double lr_multiplier(const std::map<std::string, double>& multipliers, const std::string& name);

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -15,6 +16,11 @@
 #include "tensor/error.h"
 #include "tensor/memory/memory.h"
 #include "tensor/ops.h"
+
+#if ENGINE_WITH_CUDA
+#include "tensor/cuda/device.h"
+#endif
+#include "tensor/precision.h"
 
 namespace engine::aurora {
 
@@ -52,6 +58,50 @@ TensorList logits_of(const std::vector<DiscPrediction>& preds, int64_t start, in
   for (const DiscPrediction& p : preds) out.push_back(narrow(p.logits, 0, start, length));
   return out;
 }
+
+// train.device as a Device, checked against this build and machine: a clear error at start
+// rather than a failure inside the first op.
+Device resolve_device(const TrainConfig& train, int ranks) {
+  const DeviceSpec spec = parse_device_spec(train.device);
+  if (!spec.cuda) return Device::cpu();
+#if ENGINE_WITH_CUDA
+  const int count = cuda::device_count();
+  ENGINE_CHECK(count > 0,
+               "config.train.device: \"{}\" but no CUDA device is available (no GPU or no driver); use "
+               "--device cpu",
+               train.device);
+  ENGINE_CHECK(spec.index < count, "config.train.device: \"{}\" but this machine has {} CUDA device(s) (cuda:0 .. cuda:{})",
+               train.device, count, count - 1);
+  // dist::MpiComm moves host memory (Debian's OpenMPI is not CUDA-aware): data parallelism on
+  // GPUs needs the NCCL communicator, which the trainer does not use yet.
+  ENGINE_CHECK(ranks == 1,
+               "config.train.device: \"{}\" with {} ranks: multi-rank training on CUDA needs the NCCL "
+               "communicator (not wired yet); run one rank per GPU-less host, or one rank on the GPU",
+               train.device, ranks);
+  return Device::cuda(spec.index);
+#else
+  (void)ranks;
+  throw Error(fmt::format(
+      "config.train.device: \"{}\" but this build has no CUDA backend (configure with -DENGINE_CUDA=ON, or "
+      "use --device cpu)",
+      train.device));
+#endif
+}
+
+// The GEMM precision of G's and D's forwards and backwards for one phase (train.precision;
+// docs/training.md "Mixed precision"). f32 installs no scope at all, so the f32 path is exactly
+// the code that ran before precision existed. The MoE router overrides it with its own f32 scope
+// (nn/moe.cpp); the optimizer, EMA and w_avg run outside it.
+class PhasePrecision {
+ public:
+  explicit PhasePrecision(const std::string& precision) {
+    if (precision == "bf16") scope_.emplace(MatmulPrecision::bf16);
+    else if (precision == "tf32") scope_.emplace(MatmulPrecision::tf32);
+  }
+
+ private:
+  std::optional<MatmulPrecisionScope> scope_;
+};
 
 TensorList concat_pyramids(const std::vector<const TensorList*>& pyramids) {
   TensorList out;
@@ -101,7 +151,7 @@ Tensor TextToImage::mapping_w(const Text& text, const Tensor& z, double psi, uin
   // Text-conditional truncation (spec 7): the mean w of `loop_mapping` z's for each caption.
   const int64_t N = z.size(0), zd = z.size(1);
   engine::Generator gen(truncation_seed, 0);
-  const Tensor zs = randn({loop_mapping * N, zd}, gen);
+  const Tensor zs = randn({loop_mapping * N, zd}, gen, opts(z.dtype(), z.device()));
   // Row r*N + n uses caption n.
   TensorList tg_rep;
   for (int64_t r = 0; r < loop_mapping; ++r) tg_rep.push_back(text.head.t_g);
@@ -195,6 +245,11 @@ Trainer::Trainer(const AuroraConfig& model, const TrainConfig& train, dist::Comm
                "config.train.growing.start_resolution: {} is above image_size {}", train.growing.start_resolution,
                gcfg_.image_size);
   model_json_ = {{"generator", model.generator}, {"discriminator", dcfg.to_json()}, {"train", train.to_json()}};
+  device_ = resolve_device(train, comm.size());
+  ENGINE_CHECK(train.text_encoder != "clip" || device_.is_cpu(),
+               "config.train.text_encoder: the frozen CLIP towers are loaded on the CPU; \"clip\" with device \"{}\" "
+               "is not supported yet (use text_encoder \"small\" or --device cpu)",
+               train.device);
 
   tokenizer_ = std::make_unique<io::ClipTokenizer>(resolve_vocab_path(train.vocab));
 
@@ -203,9 +258,12 @@ Trainer::Trainer(const AuroraConfig& model, const TrainConfig& train, dist::Comm
   G_ = std::make_unique<TextToImage>(gcfg_, train.small_text_encoder, dcfg.text_dim, frozen_text);
   G_ema_ = std::make_unique<TextToImage>(gcfg_, train.small_text_encoder, dcfg.text_dim, frozen_text);
   D_ = std::make_unique<Discriminator>(dcfg);
-  g_store_.materialize(*G_, stream_seed(train.seed, 101));
-  d_store_.materialize(*D_, stream_seed(train.seed, 102));
-  g_ema_store_.materialize(*G_ema_, stream_seed(train.seed, 101));
+  // Everything trained lives on device_: flat parameters and gradients, buffers (w_avg), and so
+  // the AdamW moments (allocated like the flat parameters) and the EMA.
+  const TensorOptions on_device = opts(DType::f32, device_);
+  g_store_.materialize(*G_, stream_seed(train.seed, 101), on_device);
+  d_store_.materialize(*D_, stream_seed(train.seed, 102), on_device);
+  g_ema_store_.materialize(*G_ema_, stream_seed(train.seed, 101), on_device);
   {
     autograd::NoGradGuard no_grad;
     copy_(g_ema_store_.flat_params(), g_store_.flat_params());
@@ -255,7 +313,8 @@ Tensor Trainer::tokenize(const std::vector<std::string>& captions) const {
 
 Tensor Trainer::make_z(int64_t n, uint64_t seed, uint64_t purpose, int64_t first_row) const {
   engine::Generator gen(stream_seed(seed, purpose), uint64_t(first_row) * uint64_t(gcfg_.z_dim));
-  return randn({n, gcfg_.z_dim}, gen);
+  // Drawn on the training device: the same Philox values as on the CPU (docs/cuda.md).
+  return randn({n, gcfg_.z_dim}, gen, opts(DType::f32, device_));
 }
 
 void Trainer::check_batch(const io::Batch& b) const {
@@ -292,8 +351,9 @@ TensorList Trainer::fake_pyramid(const std::map<int64_t, Tensor>& images) const 
 }
 
 Tensor Trainer::rolled_condition_input(const Tensor& t_D) const {
-  // Roll by one over the global batch: gather every rank's rows, roll, keep ours.
-  const Tensor all = comm_.allgather(contiguous(t_D));
+  // Roll by one over the global batch: gather every rank's rows, roll, keep ours. (One rank:
+  // the local rows are the global batch; no host collective, so t_D may stay on the GPU.)
+  const Tensor all = comm_.size() > 1 ? comm_.allgather(contiguous(t_D)) : contiguous(t_D);
   return contiguous(narrow(nn::roll_batch(all, 1), 0, int64_t(comm_.rank()) * local_batch_, local_batch_));
 }
 
@@ -325,14 +385,34 @@ Tensor Trainer::condition_text(const Tensor& ids) const {
   return parts.size() == 1 ? parts[0] : cat(parts, 0);
 }
 
-StepResult Trainer::step(const io::Batch& batch) {
-  check_batch(batch);
+StepResult Trainer::step(const io::Batch& host_batch) {
+  check_batch(host_batch);
+  // The loader produces host tensors: the images go to the training device once per step (the
+  // captions are strings; their token ids stay on the host, where the text encoder hashes them).
+  io::Batch batch = host_batch;  // tensor handles and captions: a cheap copy
+  batch.images = host_batch.images.device() == device_ ? host_batch.images : host_batch.images.to(device_);
   const int64_t B = local_batch_, GB = train_.batch_size, MB = micro_batch_, M = B / MB;
   const int64_t first_row = state_.step * GB + int64_t(comm_.rank()) * B;
   // Loss of one micro-batch (a mean over its rows) times 1/M: the rank's gradient is the mean
   // over its rows; DataParallel's division by the world size makes it the global mean.
   const double inv_m = 1.0 / double(M);
   auto rows = [MB](const Tensor& t, int64_t m) { return narrow(t, 0, m * MB, MB); };
+  // Logged losses: the scalar tensors of a phase, read back together at its end with ONE
+  // device->host copy (a .item() per loss would synchronise the GPU a dozen times a step; they
+  // are activations, so they cannot outlive the phase), then accumulated in the order they were
+  // produced, in double, times 1/M, as the per-loss reads did.
+  std::vector<std::pair<double*, Tensor>> logged;
+  auto log_loss = [&logged](double* field, const Tensor& value) { logged.emplace_back(field, value.detach()); };
+  auto read_logged = [&logged, inv_m] {
+    if (logged.empty()) return;
+    autograd::NoGradGuard no_grad;
+    TensorList flat;
+    flat.reserve(logged.size());
+    for (const auto& [field, value] : logged) flat.push_back(reshape(to_dtype(value, DType::f32), {1}));
+    const std::vector<double> values = cat(flat, 0).to_vector();  // the synchronising copy
+    for (size_t i = 0; i < logged.size(); ++i) *logged[i].first += values[i] * inv_m;
+    logged.clear();
+  };
   const Tensor ids = tokenize(batch.captions);
   StepResult res;
   res.stage = state_.stage;
@@ -345,6 +425,7 @@ StepResult Trainer::step(const io::Batch& batch) {
     set_requires_grad(d_store_, false);
     TensorList w_rows;
     {
+      PhasePrecision precision(train_.precision);
       const Tensor t_D = condition_text(ids), t_hat = rolled_condition_input(t_D);
       for (int64_t m = 0; m < M; ++m) {
         const TextToImage::Text text = G_->encode(rows(ids, m));
@@ -372,10 +453,10 @@ StepResult Trainer::step(const io::Batch& batch) {
         }
         autograd::backward(mul(loss, inv_m));
         g_dp_->end_micro_batch();
-        res.g_adv += g_adv.item() * inv_m;
-        res.g_match += g_match.item() * inv_m;
-        res.moe += s.moe_loss.defined() ? s.moe_loss.item() * inv_m : 0.0;
-        res.g_loss += loss.item() * inv_m;
+        log_loss(&res.g_adv, g_adv);
+        log_loss(&res.g_match, g_match);
+        if (s.moe_loss.defined()) log_loss(&res.moe, s.moe_loss);
+        log_loss(&res.g_loss, loss);
       }
     }
     set_requires_grad(d_store_, true);
@@ -390,6 +471,7 @@ StepResult Trainer::step(const io::Batch& batch) {
                                          train_.w_avg_decay);
       w_rows.clear();
     }
+    read_logged();
     // EMA with StyleGAN2-ADA's optional ramp-up of the half-life.
     double half_life = train_.ema_kimg * 1000.0;
     if (train_.ema_rampup > 0) half_life = std::min(half_life, double(state_.nimg + GB) * train_.ema_rampup);
@@ -400,12 +482,16 @@ StepResult Trainer::step(const io::Batch& batch) {
 
   // ---- D_main ----
   // t_D after G's update (the text encoder trains with G); R1 uses the same.
-  const Tensor t_D = condition_text(ids);
+  const Tensor t_D = [&] {
+    PhasePrecision precision(train_.precision);
+    return condition_text(ids);
+  }();
   {
     memory::PhaseScope phase("D_main");
     d_store_.zero_grad();
     const Tensor t_hat = rolled_condition_input(t_D);
     for (int64_t m = 0; m < M; ++m) {
+      PhasePrecision precision(train_.precision);
       TensorList fake;
       {
         autograd::NoGradGuard no_grad;
@@ -424,13 +510,14 @@ StepResult Trainer::step(const io::Batch& batch) {
       const Tensor loss = add(d_adv, mul(d_match, train_.match_weight));
       autograd::backward(mul(loss, inv_m));
       d_dp_->end_micro_batch();
-      res.d_real += nn::d_loss_real(logits_of(preds, 0, MB)).item() * inv_m;
-      res.d_fake += nn::d_loss_fake(logits_of(preds, MB, MB)).item() * inv_m;
-      res.d_match += d_match.item() * inv_m;
-      res.d_loss += loss.item() * inv_m;
+      log_loss(&res.d_real, nn::d_loss_real(logits_of(preds, 0, MB)));
+      log_loss(&res.d_fake, nn::d_loss_fake(logits_of(preds, MB, MB)));
+      log_loss(&res.d_match, d_match);
+      log_loss(&res.d_loss, loss);
     }
     d_dp_->allreduce_gradients();
     d_opt_->step();
+    read_logged();
   }
 
   // ---- D_r1 (lazy) ----
@@ -438,8 +525,11 @@ StepResult Trainer::step(const io::Batch& batch) {
   if (train_.r1_interval > 0 && train_.r1_gamma > 0 && state_.step % train_.r1_interval == 0) {
     memory::PhaseScope phase("D_r1");
     d_store_.zero_grad();
-    double r1_sum = 0;
+    res.r1 = 0;
     for (int64_t m = 0; m < M; ++m) {
+      // D's GEMMs in the phase precision, both passes of the double backward; the penalty itself
+      // (sum of squared input gradients, the mean, the scale) is elementwise f32 arithmetic.
+      PhasePrecision precision(train_.precision);
       TensorList real = real_pyramid(rows(batch.images, m));
       for (Tensor& x : real) x = contiguous(x).detach().requires_grad_(true);
       const auto preds = D_->forward(real, rows(t_D, m));
@@ -449,12 +539,12 @@ StepResult Trainer::step(const io::Batch& batch) {
       // interval * inv_m: an integer times a power of two for power-of-two M, exact.
       autograd::backward(mul(r1, double(train_.r1_interval) * inv_m));
       d_dp_->end_micro_batch();
-      r1_sum += r1.item() * inv_m;
+      log_loss(&res.r1, r1);
     }
-    res.r1 = r1_sum;
     res.r1_applied = true;
     d_dp_->allreduce_gradients();
     d_opt_->step();
+    read_logged();
   }
 
   // Logged losses: the mean over the ranks (every rank gets the same values).
@@ -491,7 +581,11 @@ Tensor Trainer::sample(const std::vector<std::string>& captions, const Tensor& z
                        std::vector<RouterLayer>* routing) const {
   autograd::NoGradGuard no_grad;
   const TextToImage::Text text = G_ema_->encode(tokenize(captions));
-  return G_ema_->synthesize(text, z, psi, state_.stage, stream_seed(train_.seed, kPurposeTruncation), 16, routing);
+  // Sampling runs in f32 on the training device; the images come back to the host (grids, PNGs).
+  const Tensor zd = z.device() == device_ ? z : z.to(device_);
+  const Tensor images =
+      G_ema_->synthesize(text, zd, psi, state_.stage, stream_seed(train_.seed, kPurposeTruncation), 16, routing);
+  return images.device().is_cpu() ? images : images.to(Device::cpu());
 }
 
 }  // namespace engine::aurora

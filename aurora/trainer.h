@@ -41,6 +41,13 @@
 // no hooks (it samples on one rank with every expert): its EMA is exact for the experts a rank
 // owns, and gather_experts() makes every copy current before sampling and checkpoints.
 //
+// Device and precision (train.device, train.precision; docs/training.md "GPU training"): the
+// stores, the AdamW moments, the EMA and every z draw live on one device; the loader's host
+// batch is copied there once per step; the logged losses come back in one device->host copy per
+// step. Under precision "bf16" each phase's forward and backward run in MatmulPrecisionScope(bf16)
+// (GEMM/conv inputs bf16, f32 accumulation and outputs); the MoE router, the losses, norms,
+// softmax, R1's gradient norm, AdamW, the EMA and w_avg stay f32.
+//
 // Randomness (DESIGN.md section 10): z comes from the counter-based Philox stream keyed by
 // (seed, purpose), at offset (step * global_batch + global sample index) * z_dim, so a sample's z
 // depends on (seed, step, global index, purpose) only: not on the rank count, not on the order of
@@ -216,6 +223,8 @@ class Trainer {
 
   // One training step on this rank's rows of the global batch (batch.images [B_local, 3, H, H]
   // in [-1, 1] with H >= image_size a power-of-two multiple of it; batch.captions B_local).
+  // The batch may live on the host (the loader's) or on device(); images are copied to device()
+  // once per step.
   StepResult step(const io::Batch& batch);
 
   // CLIP ids of captions: i64 [N, 77].
@@ -232,6 +241,8 @@ class Trainer {
   const AuroraConfig& model_config() const { return model_; }
   const nlohmann::json& model_json() const { return model_json_; }
   void set_model_json(nlohmann::json j) { model_json_ = std::move(j); }
+  // train.device resolved: where G, G_ema, D, the optimizer state and the z draws live.
+  Device device() const { return device_; }
   int64_t local_batch() const { return local_batch_; }
   int64_t micro_batch() const { return micro_batch_; }
   // Data-parallel reduction in rank order (dist::DataParallel::set_deterministic): with the same
@@ -286,6 +297,7 @@ class Trainer {
   nlohmann::json model_json_;  // the whole config document (for checkpoints)
   TrainConfig train_;
   dist::Comm& comm_;
+  Device device_ = Device::cpu();
   GeneratorConfig gcfg_;
   int64_t local_batch_ = 0, micro_batch_ = 0;
   std::unique_ptr<io::ClipTokenizer> tokenizer_;

@@ -13,6 +13,10 @@ Ema::Ema(ParameterStore& source, ParameterStore& ema_store) : source_(source), e
   ENGINE_CHECK(source.numel() == ema_store.numel() && source.numel() > 0,
                "Ema: the EMA store ({} elements) does not match the source ({} elements)", ema_store.numel(),
                source.numel());
+  // The update is two in-place ops on the flat buffers (mul_, add_), run on their device (no
+  // host round trip); they must share it.
+  ENGINE_CHECK(source.device() == ema_store.device(), "Ema: the EMA store is on {} but the source on {}",
+               ema_store.device().str(), source.device().str());
 }
 
 double Ema::beta_for(double batch_size, double half_life_images) {

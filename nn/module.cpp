@@ -100,10 +100,15 @@ void initialise(const Tensor& t, const Init& init, uint64_t seed, int64_t offset
   }
   Generator gen(seed, uint64_t(offset));
   if (init.kind == Init::Kind::custom) {
-    copy_(t, init.fn(t.sizes(), gen));
+    // A custom initialiser builds its values on the host (small buffers: Fourier features);
+    // copy_ does not cross devices, so bring them to t's device first.
+    const Tensor v = init.fn(t.sizes(), gen);
+    copy_(t, v.device() == t.device() ? v : v.to(t.device()));
     return;
   }
-  Tensor draw = randn(t.sizes(), gen, opts(t.dtype()));
+  // Drawn on t's own device: the Philox bodies are shared, so a CUDA store starts from the
+  // same values as a CPU one (docs/cuda.md "Random numbers").
+  Tensor draw = randn(t.sizes(), gen, opts(t.dtype(), t.device()));
   copy_(t, add(mul(draw, init.std), init.mean_or_value));
 }
 }  // namespace

@@ -108,6 +108,8 @@ class ParameterStore {
   // Allocate the flat buffers, make every parameter a leaf view that requires grad (with its
   // .grad() a view of the gradient buffer, zeroed), initialise parameters and buffers from
   // `seed`. Buffers are allocated individually (Kind::buffer); they are not trained.
+  // options.device places everything (flat buffers, views, buffers) on that device, e.g.
+  // Device::cuda(0); the initial values are the same on every device (counter-based draws).
   void materialize(Module& root, uint64_t seed, TensorOptions options = {});
 
   const Tensor& flat_params() const { return flat_params_; }
@@ -117,6 +119,8 @@ class ParameterStore {
   Parameter* find(const std::string& name) const;
 
   void zero_grad();
+  // The device of the flat buffers (CPU before materialize).
+  Device device() const { return flat_params_.defined() ? flat_params_.device() : Device::cpu(); }
 
  private:
   Tensor flat_params_, flat_grads_;

@@ -24,6 +24,7 @@
 
 #include "tensor/memory/profiler.h"
 #include "tensor/ops.h"
+#include "tensor/precision.h"
 
 namespace engine::nn {
 
@@ -31,7 +32,10 @@ namespace {
 
 bool is_router_dtype(DType t) { return t == DType::f32 || t == DType::f64; }
 
-// The ids of a small i64 tensor on the host.
+// The ids of a small i64 tensor on the host. On a GPU this is the one device->host read of the
+// MoE forward, and it is deliberate: the dispatch (tokens per expert, the counting-sort
+// permutation, one narrow() per expert segment) is host control flow, so it needs the B*T expert
+// ids (8 bytes a token) on the host; the copy synchronises the stream once per MoE layer.
 std::vector<int64_t> host_ids(const Tensor& ids) {
   Tensor t = ids.device().is_cpu() ? ids : ids.to(Device::cpu());
   t = contiguous(t);
@@ -138,7 +142,12 @@ MoERouting MoE::route(const Tensor& x, const Tensor& w) const {
   const DType rdt = is_router_dtype(x.dtype()) ? x.dtype() : DType::f32;
   const Tensor xr = x.dtype() == rdt ? x : to_dtype(x, rdt);
   const Tensor wr = w.dtype() == rdt ? w : to_dtype(w, rdt);
-  rt.logits = router.forward(xr, wr);          // [B, T, E]
+  {
+    // The router GEMM stays f32 under a bf16 training precision (spec: the router must be f32;
+    // docs/training.md "Mixed precision"): a scope here overrides the caller's policy.
+    MatmulPrecisionScope router_precision(MatmulPrecision::f32);
+    rt.logits = router.forward(xr, wr);        // [B, T, E]
+  }
   rt.lse = logsumexp(rt.logits, {2});          // [B, T]
   // softmax as exp(r - lse): lse is needed for the z-loss anyway, and this form is the max-shifted,
   // overflow-free softmax with a differentiable (any-order) graph.

@@ -22,7 +22,10 @@ io::NamedTensors state_dict(Module& root) {
 }
 
 void save_state_dict(Module& root, const std::string& path, const std::map<std::string, std::string>& metadata) {
-  io::save_safetensors(path, state_dict(root), metadata);
+  io::NamedTensors tensors = state_dict(root);
+  for (auto& [name, t] : tensors)
+    if (!t.device().is_cpu()) t = t.to(Device::cpu());  // safetensors writes host bytes
+  io::save_safetensors(path, tensors, metadata);
 }
 
 void load_state_dict(Module& root, const io::SafetensorsFile& file, bool strict) {
@@ -33,7 +36,7 @@ void load_state_dict(Module& root, const io::SafetensorsFile& file, bool strict)
     const Tensor& src = file.at(name);
     ENGINE_CHECK(src.sizes() == target.sizes(), "load_state_dict: '{}' in {} has shape {}, the model expects {}", name,
                  file.source, src.sizes().str(), target.sizes().str());
-    copy_(target, src);
+    copy_(target, src.device() == target.device() ? src : src.to(target.device()));  // file (host) -> model device
     used.insert(name);
   }
   if (strict)

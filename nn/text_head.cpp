@@ -112,6 +112,8 @@ TextHeadOutput TextHead::forward(const Tensor& tokens, const Tensor& eot_index) 
   const Tensor T = transformer.forward(x);  // [B, L, W]
 
   // The split (spec 1.2.3) as two row gathers of the flattened [B * L, W] output.
+  // The EOT positions decide which rows are gathered (host control flow): B integers, usually
+  // already on the host (nn::eot_indices of host ids); to_vector copies a device tensor once.
   const std::vector<double> eot = eot_index.to_vector();
   std::vector<int64_t> g_rows, seq_rows;
   g_rows.reserve(size_t(B));

@@ -1,7 +1,8 @@
 // train.cpp: `aurora train` (DESIGN.md sections 10, 11; docs/training.md).
 //
 //   aurora train --config configs/tiny16.json [--set key=value ...] --out runs/NAME
-//                [--resume] [--data SPEC] [--steps N | --kimg K]
+//                [--resume] [--data SPEC] [--steps N | --kimg K] [--device cpu|cuda[:N]]
+//                [--precision f32|tf32|bf16]
 //
 // Writes under OUT (rank 0 only; every rank trains):
 //   config.json                 the resolved config (train section complete)
@@ -45,7 +46,7 @@ namespace engine::cli {
 namespace {
 
 struct TrainOptions {
-  std::string config, out, data;
+  std::string config, out, data, device, precision;
   std::vector<std::string> overrides;
   bool resume = false;
   int64_t steps = -1;
@@ -92,6 +93,8 @@ void run_train(const TrainOptions& opt) {
   doc["train"] = aurora::parse_train_config(doc.contains("train") ? doc["train"] : nlohmann::json()).to_json();
   for (const std::string& o : opt.overrides) aurora::apply_override(doc, o);
   if (!opt.data.empty()) doc["train"]["data"] = opt.data;
+  if (!opt.device.empty()) doc["train"]["device"] = opt.device;
+  if (!opt.precision.empty()) doc["train"]["precision"] = opt.precision;
   if (opt.steps >= 0) doc["train"]["steps"] = opt.steps;
   const std::string source = opt.config.empty() ? existing.back() : opt.config;
   aurora::AuroraConfig cfg;
@@ -300,6 +303,8 @@ const RegisterCommand registered(10, [](CLI::App& app) {
   sub->add_flag("--resume", opts->resume, "continue from the newest checkpoint in --out");
   sub->add_option("--data", opts->data, "dataset: emoji, emoji:ROOT, folder:PATH, wds:PATTERN (train.data)");
   sub->add_option("--steps", opts->steps, "total steps (train.steps)");
+  sub->add_option("--device", opts->device, "cpu, cuda or cuda:N (train.device); a checkpoint resumes on any device");
+  sub->add_option("--precision", opts->precision, "f32, tf32 (CUDA) or bf16 GEMMs (train.precision)");
   sub->add_option("--kimg", opts->kimg, "total thousands of images (sets train.steps)");
   sub->callback([opts] { run_train(*opts); });
 });
