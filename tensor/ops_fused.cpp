@@ -33,6 +33,65 @@ kernels::BiasActParams bias_act_params(const char* op, BiasActKind act, double a
   return {int(act), alpha, gain, clamp ? *clamp : -1.0};
 }
 
+// The CPU loops. Everything the inner loops touch is a local of the parallel region (the functor
+// copied by value, row pointers), so the compiler sees no aliasing between the stores and the
+// functor's constants; `#pragma omp simd` then vectorises the selects; the loops are split in chunks of 4096 elements so that
+// both the [N, C, H, W] (bias per row) and the [rows, C] (bias per column) layouts parallelise.
+constexpr int64_t kChunk = 4096;
+
+template <typename T, typename F>
+void bias_act_loop(const T* x, const T* b, T* y, int64_t n, int64_t C, int64_t inner, const F f0) {
+  const int64_t rows = n / inner;
+  if (!b) {
+    const int64_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (n >= 32768)
+    for (int64_t k = 0; k < chunks; ++k) {
+      const F f = f0;
+      const int64_t lo = k * kChunk, hi = lo + kChunk < n ? lo + kChunk : n;
+      const T* __restrict xr = x;
+      T* __restrict yr = y;
+#pragma omp simd
+      for (int64_t i = lo; i < hi; ++i) yr[i] = f(xr[i]);
+    }
+  } else if (inner == 1) {  // bias along the last dim (linear layers): rows of C
+    const int64_t nrows = n / C;
+#pragma omp parallel for schedule(static) if (n >= 32768)
+    for (int64_t r = 0; r < nrows; ++r) {
+      const F f = f0;
+      const T* __restrict xr = x + r * C;
+      const T* __restrict br = b;
+      T* __restrict yr = y + r * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) yr[c] = f(xr[c] + br[c]);
+    }
+  } else {  // rows of `inner` elements sharing one bias value (NCHW convs: one row per (n, c))
+#pragma omp parallel for schedule(static) if (n >= 32768)
+    for (int64_t r = 0; r < rows; ++r) {
+      const F f = f0;
+      const T bv = b[r % C];
+      const T* __restrict xr = x + r * inner;
+      T* __restrict yr = y + r * inner;
+#pragma omp simd
+      for (int64_t j = 0; j < inner; ++j) yr[j] = f(xr[j] + bv);
+    }
+  }
+}
+
+template <typename T, typename F>
+void bias_act_grad_loop(const T* gy, const T* y, T* gx, int64_t n, const F f0) {
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (n >= 32768)
+  for (int64_t k = 0; k < chunks; ++k) {
+    const F f = f0;
+    const int64_t lo = k * kChunk, hi = lo + kChunk < n ? lo + kChunk : n;
+    const T* __restrict g = gy;
+    const T* __restrict yy = y;
+    T* __restrict o = gx;
+#pragma omp simd
+    for (int64_t i = lo; i < hi; ++i) o[i] = f(g[i], yy[i]);
+  }
+}
+
 }  // namespace
 
 Tensor bias_act(const Tensor& x, const Tensor& bias, int64_t dim, BiasActKind act, double alpha, double gain,
@@ -69,24 +128,7 @@ Tensor bias_act(const Tensor& x, const Tensor& bias, int64_t dim, BiasActKind ac
     const T* xp = xc.data<T>();
     const T* bp = b.defined() ? b.data<T>() : nullptr;
     T* yp = out.data<T>();
-    if (!bp) {
-#pragma omp parallel for schedule(static) if (n >= 32768)
-      for (int64_t i = 0; i < n; ++i) yp[i] = kernels::bias_act_apply(xp[i], p);
-    } else if (inner == 1) {  // bias along the last dim (linear layers): rows of C
-      const int64_t rows = n / C;
-#pragma omp parallel for schedule(static) if (n >= 32768)
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t c = 0; c < C; ++c) yp[r * C + c] = kernels::bias_act_apply(xp[r * C + c] + bp[c], p);
-    } else {  // rows of `inner` elements sharing one bias value (NCHW convs: one row per (n, c))
-      const int64_t rows = n / inner;
-#pragma omp parallel for schedule(static) if (n >= 32768)
-      for (int64_t r = 0; r < rows; ++r) {
-        const T bv = bp[r % C];
-        const T* xr = xp + r * inner;
-        T* yr = yp + r * inner;
-        for (int64_t j = 0; j < inner; ++j) yr[j] = kernels::bias_act_apply(xr[j] + bv, p);
-      }
-    }
+    kernels::with_bias_act_fn<T, false>(p, [&](auto f) { bias_act_loop(xp, bp, yp, n, C, inner, f); });
   });
   autograd::formulas::bias_act(x, bias, out, dim, p);
   return out;
@@ -115,8 +157,7 @@ Tensor bias_act_grad(const Tensor& gy, const Tensor& y, BiasActKind act, double 
     const T* gp = gc.data<T>();
     const T* ypp = yc.data<T>();
     T* op = out.data<T>();
-#pragma omp parallel for schedule(static) if (n >= 32768)
-    for (int64_t i = 0; i < n; ++i) op[i] = kernels::bias_act_grad_value(gp[i], ypp[i], p);
+    kernels::with_bias_act_fn<T, true>(p, [&](auto f) { bias_act_grad_loop(gp, ypp, op, n, f); });
   });
   autograd::formulas::bias_act_grad(gy, y, out, p);
   return out;

@@ -6,20 +6,43 @@
 
 namespace engine::cuda {
 
+namespace {
+
+// One thread per element; Fn is a BiasActFn / BiasActGradFn instantiation (kernels/bias_act.h).
+template <typename T, typename Fn>
+struct BiasActKernel {
+  T* y;
+  const T* x;
+  const T* b;  // null: no bias
+  int64_t C, inner;
+  Fn fn;
+  ENGINE_KERNEL void operator()(int64_t i) const { y[i] = fn(b ? x[i] + b[(i / inner) % C] : x[i]); }
+};
+
+template <typename T, typename Fn>
+struct BiasActGradKernel {
+  T* gx;
+  const T* gy;
+  const T* y;
+  Fn fn;
+  ENGINE_KERNEL void operator()(int64_t i) const { gx[i] = fn(gy[i], y[i]); }
+};
+
+}  // namespace
+
 template <typename T>
 void launch_bias_act(T* y, const T* x, const T* b, int64_t n, int64_t C, int64_t inner,
                      kernels::BiasActParams p, Stream stream) {
-  if (b == nullptr) {
-    launch_elements(n, [=] ENGINE_KERNEL(int64_t i) { y[i] = kernels::bias_act_apply(x[i], p); }, stream);
-  } else {
-    launch_elements(
-        n, [=] ENGINE_KERNEL(int64_t i) { y[i] = kernels::bias_act_apply(x[i] + b[(i / inner) % C], p); }, stream);
-  }
+  kernels::with_bias_act_fn<T, false>(p, [&](auto fn) {
+    launch_elements(n, BiasActKernel<T, decltype(fn)>{y, x, b, C, inner, fn}, stream);
+  });
 }
 
 template <typename T>
 void launch_bias_act_grad(T* gx, const T* gy, const T* y, int64_t n, kernels::BiasActParams p, Stream stream) {
-  launch_elements(n, [=] ENGINE_KERNEL(int64_t i) { gx[i] = kernels::bias_act_grad_value(gy[i], y[i], p); }, stream);
+  kernels::with_bias_act_fn<T, true>(p, [&](auto fn) {
+    launch_elements(n, BiasActGradKernel<T, decltype(fn)>{gx, gy, y, fn}, stream);
+  });
 }
 
 template <typename T>

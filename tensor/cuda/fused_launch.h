@@ -9,11 +9,11 @@
 
 namespace engine::cuda {
 
-// y[i] = bias_act_apply(x[i] + b[(i / inner) % C]) for i < n (b null: no bias); all contiguous.
+// y[i] = BiasActFn(x[i] + b[(i / inner) % C]) for i < n (b null: no bias); all contiguous.
 template <typename T>
 void launch_bias_act(T* y, const T* x, const T* b, int64_t n, int64_t C, int64_t inner,
                      kernels::BiasActParams p, Stream stream);
-// gx[i] = bias_act_grad_value(gy[i], y[i]) for i < n.
+// gx[i] = BiasActGradFn(gy[i], y[i]) for i < n.
 template <typename T>
 void launch_bias_act_grad(T* gx, const T* gy, const T* y, int64_t n, kernels::BiasActParams p, Stream stream);
 // adamw_update on elements [0, n) of the given (already offset) flat buffers.
