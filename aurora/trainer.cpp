@@ -59,35 +59,6 @@ TensorList logits_of(const std::vector<DiscPrediction>& preds, int64_t start, in
   return out;
 }
 
-// train.device as a Device, checked against this build and machine: a clear error at start
-// rather than a failure inside the first op.
-Device resolve_device(const TrainConfig& train, int ranks) {
-  const DeviceSpec spec = parse_device_spec(train.device);
-  if (!spec.cuda) return Device::cpu();
-#if ENGINE_WITH_CUDA
-  const int count = cuda::device_count();
-  ENGINE_CHECK(count > 0,
-               "config.train.device: \"{}\" but no CUDA device is available (no GPU or no driver); use "
-               "--device cpu",
-               train.device);
-  ENGINE_CHECK(spec.index < count, "config.train.device: \"{}\" but this machine has {} CUDA device(s) (cuda:0 .. cuda:{})",
-               train.device, count, count - 1);
-  // dist::MpiComm moves host memory (Debian's OpenMPI is not CUDA-aware): data parallelism on
-  // GPUs needs the NCCL communicator, which the trainer does not use yet.
-  ENGINE_CHECK(ranks == 1,
-               "config.train.device: \"{}\" with {} ranks: multi-rank training on CUDA needs the NCCL "
-               "communicator (not wired yet); run one rank per GPU-less host, or one rank on the GPU",
-               train.device, ranks);
-  return Device::cuda(spec.index);
-#else
-  (void)ranks;
-  throw Error(fmt::format(
-      "config.train.device: \"{}\" but this build has no CUDA backend (configure with -DENGINE_CUDA=ON, or "
-      "use --device cpu)",
-      train.device));
-#endif
-}
-
 // The GEMM precision of G's and D's forwards and backwards for one phase (train.precision;
 // docs/training.md "Mixed precision"). f32 installs no scope at all, so the f32 path is exactly
 // the code that ran before precision existed. The MoE router overrides it with its own f32 scope
@@ -221,6 +192,35 @@ std::string resolve_vocab_path(const std::string& path) {
 
 uint64_t Trainer::stream_seed(uint64_t seed, uint64_t purpose) { return splitmix64(seed ^ splitmix64(purpose + 0x51ED)); }
 
+// train.device as a Device, checked against this build and machine: a clear error at start
+// rather than a failure inside the first op.
+Device resolve_train_device(const TrainConfig& train, int ranks) {
+  const DeviceSpec spec = parse_device_spec(train.device);
+  if (!spec.cuda) return Device::cpu();
+#if ENGINE_WITH_CUDA
+  const int count = cuda::device_count();
+  ENGINE_CHECK(count > 0,
+               "config.train.device: \"{}\" but no CUDA device is available (no GPU or no driver); use "
+               "--device cpu",
+               train.device);
+  ENGINE_CHECK(spec.index < count, "config.train.device: \"{}\" but this machine has {} CUDA device(s) (cuda:0 .. cuda:{})",
+               train.device, count, count - 1);
+  // dist::MpiComm moves host memory (Debian's OpenMPI is not CUDA-aware): data parallelism on
+  // GPUs needs the NCCL communicator, which the trainer does not use yet.
+  ENGINE_CHECK(ranks == 1,
+               "config.train.device: \"{}\" with {} ranks: multi-rank training on CUDA needs the NCCL "
+               "communicator (not wired yet); run one rank per GPU-less host, or one rank on the GPU",
+               train.device, ranks);
+  return Device::cuda(spec.index);
+#else
+  (void)ranks;
+  throw Error(fmt::format(
+      "config.train.device: \"{}\" but this build has no CUDA backend (configure with -DENGINE_CUDA=ON, or "
+      "use --device cpu)",
+      train.device));
+#endif
+}
+
 Trainer::Trainer(const AuroraConfig& model, const TrainConfig& train, dist::Comm& comm, std::unique_ptr<StageRule> rule)
     : model_(model), train_(train), comm_(comm) {
   ENGINE_CHECK(!model.generator.is_null(), "Trainer: the config has no generator section ({})", model.source);
@@ -245,7 +245,7 @@ Trainer::Trainer(const AuroraConfig& model, const TrainConfig& train, dist::Comm
                "config.train.growing.start_resolution: {} is above image_size {}", train.growing.start_resolution,
                gcfg_.image_size);
   model_json_ = {{"generator", model.generator}, {"discriminator", dcfg.to_json()}, {"train", train.to_json()}};
-  device_ = resolve_device(train, comm.size());
+  device_ = resolve_train_device(train, comm.size());
   ENGINE_CHECK(train.text_encoder != "clip" || device_.is_cpu(),
                "config.train.text_encoder: the frozen CLIP towers are loaded on the CPU; \"clip\" with device \"{}\" "
                "is not supported yet (use text_encoder \"small\" or --device cpu)",

@@ -214,6 +214,10 @@ struct StepResult {
   bool grew = false;  // the stage doubled after this step
 };
 
+// train.device as a Device, checked against this build and machine (CUDA backend, GPU present,
+// index in range, one rank): a clear error at start rather than a failure inside the first op.
+Device resolve_train_device(const TrainConfig& train, int ranks);
+
 class Trainer {
  public:
   // `model` needs generator and discriminator sections; `comm` outlives the trainer. `rule`
