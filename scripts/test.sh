@@ -8,7 +8,7 @@
 #   build-emulated/  -DENGINE_CUDA=EMULATE: the CUDA backend's sources compiled with g++ against
 #                    the host runtime of tensor/cuda/emulation/. The gpu-labelled tests run there
 #                    against the emulated device, so every CUDA code path is exercised on machines
-#                    without a GPU (docs/cuda.md "Emulated device"). Skip it with EMULATED=0.
+#                    without a GPU (docs/cuda.md "The launch rule and the emulated device"). Skip it with EMULATED=0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -7,7 +7,7 @@
 // Where they run:
 //   - a real GPU (build/ with the CUDA backend): the real kernels;
 //   - the emulated device (build-emulated/, -DENGINE_CUDA=EMULATE, what CI runs): the same launcher
-//     and kernel source compiled for the host (docs/cuda.md "Emulated device");
+//     and kernel source compiled for the host (docs/cuda.md "The launch rule and the emulated device");
 //   - neither (a CUDA build on a machine without a GPU): every device test prints
 //     "SKIPPED: no CUDA device" and returns.
 #pragma once

@@ -1,5 +1,5 @@
 // cuda_runtime_emulated.h: the subset of the CUDA runtime API the engine uses, implemented on the
-// host, for the emulated-device build (-DENGINE_CUDA=EMULATE, docs/cuda.md "Emulated device").
+// host, for the emulated-device build (-DENGINE_CUDA=EMULATE, docs/cuda.md "The launch rule and the emulated device").
 //
 // Why: the CUDA backend is mostly launchers (tensor/cuda/*.cu) around the portable kernel bodies
 // of tensor/kernels/. On a machine without a GPU, nvcc can compile them but nothing can run them.
