@@ -25,42 +25,17 @@
 #include "tensor/cuda/random.h"
 #include "tensor/kernels/elementwise.h"
 #include "tensor/ops.h"
+#include "tests/gpu_fixtures.h"
 
 using namespace engine;
 
 namespace {
 
-const Device kGpu = Device::cuda(0);
-
-// True (after saying so) when there is no device to run on; each device test returns early.
-bool no_device() {
-  if (cuda::is_available()) return false;
-  static bool printed = false;
-  if (!printed) {
-    std::printf("SKIPPED: no CUDA device (cudaGetDeviceCount reports none); GPU checks not run\n");
-    printed = true;
-  }
-  MESSAGE("SKIPPED: no CUDA device");
-  return true;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
-// Host values of `t` (any device) as raw bytes of its dtype, in logical order: a bit-exact view.
-std::vector<unsigned char> bytes_of(const Tensor& t) {
-  Tensor c = t.to(Device::cpu()).contiguous();
-  const auto* p = static_cast<const unsigned char*>(c.raw_data());
-  return {p, p + c.nbytes()};
-}
+using gpu_test::kGpu;
+using gpu_test::no_device;
+using gpu_test::bytes_of;
+using gpu_test::contains;
+using gpu_test::error_of;
 
 std::vector<double> seq(int64_t n, double scale, double shift) {
   std::vector<double> v(static_cast<size_t>(n));

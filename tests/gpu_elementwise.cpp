@@ -49,23 +49,9 @@ constexpr DType kFloatTypes[] = {DType::f32, DType::f64};
 constexpr DType kAllTypes[] = {DType::f32, DType::f64, DType::bf16, DType::f16,
                                DType::i32, DType::i64, DType::u8,   DType::boolean};
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
-// Host bytes of `t` (any device, any geometry) in logical order: a bit-exact view that also
-// compares NaNs.
-std::vector<unsigned char> bytes_of(const Tensor& t) {
-  Tensor c = t.to(Device::cpu()).contiguous();
-  const auto* p = static_cast<const unsigned char*>(c.raw_data());
-  return {p, p + c.nbytes()};
-}
+using gpu_test::bytes_of;
+using gpu_test::contains;
+using gpu_test::error_of;
 
 // Uniform values in [lo, hi) on the CPU, as a leaf that requires grad when asked.
 Tensor uniform(const Dims& shape, DType dt, uint64_t seed, double lo, double hi, bool grad = true) {

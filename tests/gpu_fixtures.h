@@ -28,6 +28,25 @@ namespace gpu_test {
 
 inline const engine::Device kGpu = engine::Device::cuda(0);
 
+// The message of the engine::Error `f` throws, or "(no error)".
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const engine::Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+inline bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+// Host bytes of `t` (any device, any geometry) in logical order: a bit-exact view that also
+// compares NaNs.
+inline std::vector<unsigned char> bytes_of(const engine::Tensor& t) {
+  engine::Tensor c = t.to(engine::Device::cpu()).contiguous();
+  const auto* p = static_cast<const unsigned char*>(c.raw_data());
+  return {p, p + c.nbytes()};
+}
+
 // True (after saying so once) when there is no device to run on; each device test returns early.
 inline bool no_device() {
   if (engine::cuda::is_available()) return false;

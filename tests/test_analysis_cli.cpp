@@ -37,6 +37,7 @@
 #include "autograd/grad_mode.h"
 #include "io/image.h"
 #include "tensor/ops.h"
+#include "tests/cli_runner.h"
 #include "tests/train_fixtures.h"
 
 using namespace engine;
@@ -47,33 +48,10 @@ namespace {
 
 using test::kVocab;
 
-struct Result {
-  int code = -1;
-  std::string out, err;
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-// Run `aurora ARGS`, capturing stdout and stderr.
-Result run(const std::string& dir, const std::string& args) {
-  const std::string out_file = dir + "/stdout.txt", err_file = dir + "/stderr.txt";
-  const std::string cmd = std::string(AURORA_BINARY) + " " + args + " > " + out_file + " 2> " + err_file;
-  const int status = std::system(cmd.c_str());
-  Result r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = slurp(out_file);
-  r.err = slurp(err_file);
-  return r;
-}
-
-bool one_error_line(const std::string& s) {
-  return s.rfind("aurora: error: ", 0) == 0 && s.find('\n') == s.size() - 1;
-}
+using Result = test::CliResult;
+Result run(const std::string& dir, const std::string& args) { return test::run_aurora(dir, args); }
+using test::one_error_line;
+std::string slurp(const std::string& path) { return test::read_text(path); }
 
 // 16x16 images; MoE at 8 (4 experts, depth 1) and 16 (3 experts, depth 2). Training starts at
 // `start` px, so start 16 gives a checkpoint with every layer and start 4 one without MoE.

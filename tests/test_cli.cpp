@@ -29,6 +29,7 @@
 #include "io/image.h"
 #include "io/safetensors.h"
 #include "tensor/ops.h"
+#include "tests/cli_runner.h"
 #include "tests/train_fixtures.h"
 
 using namespace engine;
@@ -39,29 +40,9 @@ namespace {
 
 using test::kVocab;
 
-struct Result {
-  int code = -1;
-  std::string err;
-};
-
-// Run `aurora ARGS` with stderr captured (stdout discarded).
-Result run(const std::string& dir, const std::string& args) {
-  const std::string err_file = dir + "/stderr.txt";
-  const std::string cmd = std::string(AURORA_BINARY) + " " + args + " > /dev/null 2> " + err_file;
-  const int status = std::system(cmd.c_str());
-  Result r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream f(err_file);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  r.err = ss.str();
-  return r;
-}
-
-// Exactly one line, "aurora: error: " first.
-bool one_error_line(const std::string& s) {
-  return s.rfind("aurora: error: ", 0) == 0 && s.find('\n') == s.size() - 1;
-}
+using Result = test::CliResult;
+Result run(const std::string& dir, const std::string& args) { return test::run_aurora(dir, args); }
+using test::one_error_line;
 
 json micro_config(const std::string& data) {
   json g = test::micro_generator_config();

@@ -28,6 +28,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/cli_runner.h"
 #include "tests/train_fixtures.h"
 
 using namespace engine;
@@ -36,34 +37,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Result {
-  int code = -1;
-  std::string err;
-};
-
-Result run(const std::string& dir, const std::string& args) {
-  const std::string err_file = dir + "/stderr.txt";
-  const std::string cmd = std::string(AURORA_BINARY) + " " + args + " > /dev/null 2> " + err_file;
-  const int status = std::system(cmd.c_str());
-  Result r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream f(err_file);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  r.err = ss.str();
-  return r;
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-bool one_error_line(const std::string& s) {
-  return s.rfind("aurora: error: ", 0) == 0 && s.find('\n') == s.size() - 1;
-}
+using Result = test::CliResult;
+Result run(const std::string& dir, const std::string& args) { return test::run_aurora(dir, args); }
+using test::one_error_line;
+using test::read_text;
 
 json micro_config(const std::string& data) {
   json t = {{"batch_size", 4},
