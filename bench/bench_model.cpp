@@ -50,27 +50,6 @@ using namespace engine;
 
 namespace {
 
-std::string temp_path(const std::string& tag) {
-  char tmpl[] = "/tmp/bench_model_XXXXXX";
-  const int fd = ::mkstemp(tmpl);
-  ENGINE_CHECK(fd >= 0, "bench_model: cannot create a temporary file in /tmp");
-  ::close(fd);
-  ::unlink(tmpl);
-  return std::string(tmpl) + tag;
-}
-
-// Files handed to the PyTorch side; removed at exit.
-struct TempFiles {
-  std::vector<std::string> paths;
-  std::string add(const std::string& tag) {
-    paths.push_back(temp_path(tag));
-    return paths.back();
-  }
-  ~TempFiles() {
-    for (const std::string& p : paths) ::unlink(p.c_str());
-  }
-};
-
 // Give every constant-initialised parameter (biases, LayerNorm, MTM scales, zero-initialised
 // output projections) a random value, so no branch of either network is trivially zero.
 void perturb_constant_params(nn::ParameterStore& store, uint64_t seed) {
@@ -128,7 +107,7 @@ int main(int argc, char** argv) {
   openblas_set_num_threads(threads);
   const aurora::AuroraConfig config = aurora::load_config(std::string(ENGINE_SOURCE_DIR) + "/configs/tiny32.json");
 
-  TempFiles files;
+  bench::TempFiles files("bench_model");
   std::map<std::string, bench::Result> ours;
   std::map<std::string, double> our_loss;
   nlohmann::json job = {{"threads", threads}, {"reps", reps}, {"cases", nlohmann::json::object()}};

@@ -133,26 +133,6 @@ std::string preset_name(const std::string& preset) {
   return n;
 }
 
-std::string temp_path(const std::string& tag) {
-  char tmpl[] = "/tmp/bench_train_step_XXXXXX";
-  const int fd = ::mkstemp(tmpl);
-  ENGINE_CHECK(fd >= 0, "bench_train_step: cannot create a temporary file in /tmp");
-  ::close(fd);
-  ::unlink(tmpl);
-  return std::string(tmpl) + tag;
-}
-
-struct TempFiles {
-  std::vector<std::string> paths;
-  std::string add(const std::string& tag) {
-    paths.push_back(temp_path(tag));
-    return paths.back();
-  }
-  ~TempFiles() {
-    for (const std::string& p : paths) ::unlink(p.c_str());
-  }
-};
-
 double now_ms() {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -365,7 +345,7 @@ int run_train(const Options& o, const std::string& cfg_path, const aurora::Auror
     }
   };
 
-  TempFiles files;
+  bench::TempFiles files("bench_train_step");
   json job;
   if (!o.ours_only) {
     // Written before the first step: the PyTorch side starts from the same weights.
@@ -480,7 +460,7 @@ int run_infer(const Options& o, const std::string& cfg_path, const aurora::Auror
   std::printf("%s\n", ours_line.dump().c_str());
   if (o.ours_only) return 0;
 
-  TempFiles files;
+  bench::TempFiles files("bench_train_step");
   const std::string gw = files.add(".g.safetensors"), in = files.add(".in.safetensors");
   nn::save_state_dict(model, gw);
   io::save_safetensors(in, {{"ids", ids}, {"z", z_host}}, {});

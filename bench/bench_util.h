@@ -2,13 +2,17 @@
 // timing with warm-up and a median, the peak bytes of one repetition from the arena, running the
 // PyTorch side as a subprocess, and printing the table plus the machine-readable BENCH lines.
 #pragma once
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tensor/error.h"
@@ -19,6 +23,32 @@ namespace engine::bench {
 struct Result {
   double time_ms = 0;      // median over the repetitions, after 2 warm-up runs
   int64_t peak_bytes = 0;  // high-water mark of bytes allocated during one more repetition
+};
+
+// A fresh path /tmp/<who>_XXXXXX<tag> for a file handed to the PyTorch side.
+inline std::string temp_path(const std::string& who, const std::string& tag) {
+  std::string tmpl = "/tmp/" + who + "_XXXXXX";
+  const int fd = ::mkstemp(tmpl.data());
+  ENGINE_CHECK(fd >= 0, "{}: cannot create a temporary file in /tmp", who);
+  ::close(fd);
+  ::unlink(tmpl.c_str());
+  return tmpl + tag;
+}
+
+// Files handed to the PyTorch side; removed when the bench ends.
+struct TempFiles {
+  std::string who;  // the bench's name, for the file names and errors
+  std::vector<std::string> paths;
+  explicit TempFiles(std::string who_) : who(std::move(who_)) {}
+  TempFiles(const TempFiles&) = delete;
+  TempFiles& operator=(const TempFiles&) = delete;
+  std::string add(const std::string& tag) {
+    paths.push_back(temp_path(who, tag));
+    return paths.back();
+  }
+  ~TempFiles() {
+    for (const std::string& p : paths) ::unlink(p.c_str());
+  }
 };
 
 inline Result measure(const std::function<void()>& fn, int reps) {
