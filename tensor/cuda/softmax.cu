@@ -11,6 +11,19 @@
 
 namespace engine::cuda {
 
+// Second pass of a chunked line sum: sums[l] = part[0][l] + ... + part[n_chunks-1][l], added in
+// chunk order so the result does not depend on scheduling.
+void launch_softmax_sum_chunks(const double* part, double* sums, int64_t n_chunks, int64_t n_lines, Stream stream) {
+  launch_elements(
+      n_lines,
+      [=] ENGINE_KERNEL(int64_t l) {
+        double s = 0;
+        for (int64_t c = 0; c < n_chunks; ++c) s += part[c * n_lines + l];
+        sums[l] = s;
+      },
+      stream);
+}
+
 template <typename T>
 void launch_softmax(const StridedGeometry<2>& lines, const T* x, int64_t xs, T* y, int64_t ys, int64_t n, bool log,
                     Stream stream) {
@@ -84,14 +97,7 @@ void launch_softmax_chunked(const StridedGeometry<2>& lines, const T* x, int64_t
         part[i] = s;
       },
       stream);
-  launch_elements(
-      n_lines,
-      [=] ENGINE_KERNEL(int64_t l) {
-        double s = 0;
-        for (int64_t c = 0; c < n_chunks; ++c) s += part[c * n_lines + l];
-        sums[l] = s;
-      },
-      stream);
+  launch_softmax_sum_chunks(part, sums, n_chunks, n_lines, stream);
   launch_elements(
       n_lines * n,
       [=] ENGINE_KERNEL(int64_t i) {
@@ -130,14 +136,7 @@ void launch_softmax_backward_chunked(const StridedGeometry<3>& lines, const T* g
         part[i] = s;
       },
       stream);
-  launch_elements(
-      n_lines,
-      [=] ENGINE_KERNEL(int64_t l) {
-        double s = 0;
-        for (int64_t c = 0; c < n_chunks; ++c) s += part[c * n_lines + l];
-        sums[l] = s;
-      },
-      stream);
+  launch_softmax_sum_chunks(part, sums, n_chunks, n_lines, stream);
   launch_elements(
       n_lines * n,
       [=] ENGINE_KERNEL(int64_t i) {
