@@ -20,18 +20,6 @@ namespace engine::cuda {
 
 namespace {
 
-// *p += v atomically (a serial host loop in the emulated build).
-template <typename T>
-ENGINE_KERNEL void add_atomically(T* p, T v) {
-#if defined(ENGINE_CUDA_EMULATION)
-  atomic_add(p, v);
-#elif defined(__CUDA_ARCH__)
-  atomicAdd(p, v);
-#else
-  *p += v;  // host pass of the real CUDA build: never called
-#endif
-}
-
 // The sampling point of tap k at pixel p for offset group og of sample n (unmasked coefficients).
 template <typename T>
 ENGINE_KERNEL kernels::DeformPoint<T> sample_point(const DeformConvShape& s, const T* offset, int64_t n, int64_t og,
@@ -138,7 +126,7 @@ void launch_deform_backward(const DeformConvShape& s, const DeformConvArgs<T>& a
           const kernels::DeformPoint<T> pt = sample_point(sh, args.offset, n, og, k, p);
           T* plane = grad_x + (n * sh.Cin + c) * HW;
           for (int q = 0; q < 4; ++q)
-            if (pt.value[q] != T(0)) add_atomically(plane + pt.idx[q], pt.value[q] * v);
+            if (pt.value[q] != T(0)) atomic_add(plane + pt.idx[q], pt.value[q] * v);
         },
         stream);
   }

@@ -7,33 +7,11 @@
 // indices the order of the additions is the hardware's, so f32/f64 results can differ in the last
 // bits from run to run and from the CPU (whose loops add in a fixed order, Note [deterministic
 // scatter]); integer results are exact.
-#include <type_traits>
-
 #include "tensor/cuda/index_launch.h"
 #include "tensor/cuda/launch.cuh"
 #include "tensor/kernels/index.h"
 
 namespace engine::cuda {
-
-namespace {
-
-// *p += v atomically: native atomicAdd for f32, f64 and i32; i64 through the unsigned 64-bit form
-// (two's complement addition is the same operation). The emulated build runs kernels serially.
-template <typename T>
-ENGINE_KERNEL void add_atomically(T* p, T v) {
-#if defined(ENGINE_CUDA_EMULATION)
-  atomic_add(p, v);
-#elif defined(__CUDA_ARCH__)
-  if constexpr (std::is_same_v<T, int64_t>)
-    atomicAdd(reinterpret_cast<unsigned long long*>(p), static_cast<unsigned long long>(v));
-  else
-    atomicAdd(p, v);
-#else
-  *p += v;  // host pass of the real CUDA build: never called
-#endif
-}
-
-}  // namespace
 
 template <typename T, typename I>
 void launch_gather(const StridedGeometry<3>& g, T* out, const T* x, const I* index, int64_t x_stride_dim, int64_t n,
@@ -61,7 +39,7 @@ void launch_scatter_add(const StridedGeometry<3>& g, T* out, const T* src, const
           *bad = 1;
           return;
         }
-        add_atomically(out + o[0] + k * out_stride_dim, src[o[1]]);
+        atomic_add(out + o[0] + k * out_stride_dim, src[o[1]]);
       },
       stream);
 }

@@ -15,6 +15,7 @@
 // order: results do not depend on the launch configuration, and they are deterministic.
 #pragma once
 #include <cstdint>
+#include <type_traits>
 
 #include "tensor/cuda/cuda_api.h"
 #include "tensor/cuda/device.h"
@@ -56,11 +57,20 @@ void launch_elements(int64_t n, const Body& body, Stream stream) {
   ENGINE_CUDA_CHECK(cudaGetLastError());  // launch errors (bad configuration, no device image)
 }
 
-// atomicAdd has native f32 and f64 forms on sm_60+; results of concurrent adds depend on the
-// order the hardware applies them (last-bit differences run to run).
+// *address += value atomically, callable from a kernel body (a __host__ __device__ lambda).
+// atomicAdd has native f32, f64 and i32 forms on sm_60+; i64 goes through the unsigned 64-bit form
+// (two's complement addition is the same operation). Results of concurrent float adds depend on
+// the order the hardware applies them (last-bit differences run to run).
 template <typename T>
-__device__ __forceinline__ void atomic_add(T* address, T value) {
-  atomicAdd(address, value);
+__host__ __device__ __forceinline__ void atomic_add(T* address, T value) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same_v<T, int64_t>)
+    atomicAdd(reinterpret_cast<unsigned long long*>(address), static_cast<unsigned long long>(value));
+  else
+    atomicAdd(address, value);
+#else
+  *address += value;  // the host pass of a __host__ __device__ body: never run by launch_elements
+#endif
 }
 
 #endif
