@@ -2,6 +2,7 @@
 #include "aurora/trainer.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <limits>
 #include <optional>
@@ -11,6 +12,7 @@
 #include "autograd/engine.h"
 #include "io/image.h"
 #include "autograd/grad_mode.h"
+#include "dist/host_staged_comm.h"
 #include "nn/losses.h"
 #include "nn/modconv.h"
 #include "tensor/error.h"
@@ -194,7 +196,7 @@ uint64_t Trainer::stream_seed(uint64_t seed, uint64_t purpose) { return splitmix
 
 // train.device as a Device, checked against this build and machine: a clear error at start
 // rather than a failure inside the first op.
-Device resolve_train_device(const TrainConfig& train, int ranks) {
+Device resolve_train_device(const TrainConfig& train, int ranks, int rank) {
   const DeviceSpec spec = parse_device_spec(train.device);
   if (!spec.cuda) return Device::cpu();
 #if ENGINE_WITH_CUDA
@@ -205,15 +207,17 @@ Device resolve_train_device(const TrainConfig& train, int ranks) {
                train.device);
   ENGINE_CHECK(spec.index < count, "config.train.device: \"{}\" but this machine has {} CUDA device(s) (cuda:0 .. cuda:{})",
                train.device, count, count - 1);
-  // dist::MpiComm moves host memory (Debian's OpenMPI is not CUDA-aware): data parallelism on
-  // GPUs needs the NCCL communicator, which the trainer does not use yet.
-  ENGINE_CHECK(ranks == 1,
-               "config.train.device: \"{}\" with {} ranks: multi-rank training on CUDA needs the NCCL "
-               "communicator (not wired yet); run one rank per GPU-less host, or one rank on the GPU",
-               train.device, ranks);
+  // Several ranks (one process per GPU): plain "cuda" spreads the ranks of a node over its GPUs.
+  // Ranks sharing a GPU work too (collectives are staged through the host, dist/host_staged_comm.h).
+  if (ranks > 1 && train.device.find(':') == std::string::npos) {
+    const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+    const int local_rank = local && *local ? std::atoi(local) : rank;
+    return Device::cuda(local_rank % count);
+  }
   return Device::cuda(spec.index);
 #else
   (void)ranks;
+  (void)rank;
   throw Error(fmt::format(
       "config.train.device: \"{}\" but this build has no CUDA backend (configure with -DENGINE_CUDA=ON, or "
       "use --device cpu)",
@@ -221,8 +225,21 @@ Device resolve_train_device(const TrainConfig& train, int ranks) {
 #endif
 }
 
+namespace {
+// The trainer's communicator on CUDA with several ranks: MpiComm carries host memory only, so its
+// collectives are staged through host copies (dist/host_staged_comm.h; NcclComm is the faster
+// path on real multi-GPU machines and not wired here yet, docs/distributed.md).
+std::unique_ptr<dist::Comm> device_comm_for(const TrainConfig& train, dist::Comm& comm) {
+  if (comm.size() == 1 || !parse_device_spec(train.device).cuda) return nullptr;
+  return dist::make_host_staged_comm(comm);
+}
+}  // namespace
+
 Trainer::Trainer(const AuroraConfig& model, const TrainConfig& train, dist::Comm& comm, std::unique_ptr<StageRule> rule)
-    : model_(model), train_(train), comm_(comm) {
+    : model_(model),
+      train_(train),
+      device_comm_(device_comm_for(train, comm)),
+      comm_(device_comm_ ? *device_comm_ : comm) {
   ENGINE_CHECK(!model.generator.is_null(), "Trainer: the config has no generator section ({})", model.source);
   ENGINE_CHECK(model.has_discriminator, "Trainer: the config has no discriminator section ({})", model.source);
   gcfg_ = parse_generator_config(model.generator);
@@ -245,7 +262,7 @@ Trainer::Trainer(const AuroraConfig& model, const TrainConfig& train, dist::Comm
                "config.train.growing.start_resolution: {} is above image_size {}", train.growing.start_resolution,
                gcfg_.image_size);
   model_json_ = {{"generator", model.generator}, {"discriminator", dcfg.to_json()}, {"train", train.to_json()}};
-  device_ = resolve_train_device(train, comm.size());
+  device_ = resolve_train_device(train, comm.size(), comm.rank());
   ENGINE_CHECK(train.text_encoder != "clip" || device_.is_cpu(),
                "config.train.text_encoder: the frozen CLIP towers are loaded on the CPU; \"clip\" with device \"{}\" "
                "is not supported yet (use text_encoder \"small\" or --device cpu)",

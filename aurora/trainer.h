@@ -215,8 +215,11 @@ struct StepResult {
 };
 
 // train.device as a Device, checked against this build and machine (CUDA backend, GPU present,
-// index in range, one rank): a clear error at start rather than a failure inside the first op.
-Device resolve_train_device(const TrainConfig& train, int ranks);
+// index in range): a clear error at start rather than a failure inside the first op. "cuda"
+// without an index is this process's GPU among the node's: cuda:(local rank % device count), the
+// local rank read from OMPI_COMM_WORLD_LOCAL_RANK when mpirun sets it, else `rank`; "cuda:N"
+// is used as given on every rank.
+Device resolve_train_device(const TrainConfig& train, int ranks, int rank = 0);
 
 class Trainer {
  public:
@@ -300,6 +303,9 @@ class Trainer {
   AuroraConfig model_;
   nlohmann::json model_json_;  // the whole config document (for checkpoints)
   TrainConfig train_;
+  // On CUDA with more than one rank: the communicator handed in, wrapped so that collectives take
+  // device tensors (dist/host_staged_comm.h); comm_ refers to it. Null otherwise.
+  std::unique_ptr<dist::Comm> device_comm_;
   dist::Comm& comm_;
   Device device_ = Device::cpu();
   GeneratorConfig gcfg_;

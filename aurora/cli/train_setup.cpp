@@ -43,7 +43,7 @@ ResolvedTrainConfig resolve_train_config(const TrainConfigSource& src) {
 BuiltTrainer build_trainer(const ResolvedTrainConfig& resolved, const std::string& out, dist::Comm& comm) {
   const aurora::TrainConfig& train = resolved.train;
   BuiltTrainer b;
-  (void)aurora::resolve_train_device(train, comm.size());  // device errors before any data is read
+  (void)aurora::resolve_train_device(train, comm.size(), comm.rank());  // device errors before any data is read
   b.dataset = io::open_dataset(train.data);
   // The paper's stage switch (spec 9): FIDs from the FID Inception-v3 (aurora/fid.h). The rule's
   // callbacks run inside Trainer::step, on every rank (each computes the same FID from the same
