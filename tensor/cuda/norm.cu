@@ -5,6 +5,7 @@
 // second launch in a fixed order (deterministic, no atomics). Long rows over few of them are split
 // into chunks: partial sums per (chunk, row), combined per row in chunk order, then one thread per
 // element (kernels/norm.h's element forms of the row bodies).
+#include "tensor/cuda/chunks.h"
 #include "tensor/cuda/launch.cuh"
 #include "tensor/cuda/norm_launch.h"
 #include "tensor/kernels/norm.h"
@@ -43,36 +44,35 @@ template <typename T>
 void launch_norm_forward_chunked(const NormShape& s, const T* x, const T* w, const T* b, T* y, double* mean,
                                  double* rstd, int64_t chunk, int64_t n_chunks, double* scratch, Stream stream) {
   const int64_t k = s.cg * s.hw, rows = s.rows;
+  const Chunks ch{rows, k, n_chunks, chunk};
   double* part = scratch;  // [n_chunks, rows]
   // Pass 1: sums of x -> the means.
   launch_elements(
       n_chunks * rows,
       [=] ENGINE_KERNEL(int64_t i) {
-        const int64_t c = i / rows, r = i % rows;
-        const int64_t j1 = (c + 1) * chunk < k ? (c + 1) * chunk : k;
+        const ChunkSpan sp = chunk_span(ch, i);
+        const T* xr = x + sp.unit * k;
         double acc = 0;
-        for (int64_t j = c * chunk; j < j1; ++j) acc += double(x[r * k + j]);
+        for (int64_t j = sp.begin; j < sp.end; ++j) acc += double(xr[j]);
         part[i] = acc;
       },
       stream);
   launch_elements(
       rows,
       [=] ENGINE_KERNEL(int64_t r) {
-        double acc = 0;
-        for (int64_t c = 0; c < n_chunks; ++c) acc += part[c * rows + r];
-        mean[r] = acc / double(k);
+        mean[r] = combine_chunks(ch, part, r, [](double a, double b) { return a + b; }) / double(k);
       },
       stream);
   // Pass 2: squared deviations (centred in T as row_moments) -> rstd.
   launch_elements(
       n_chunks * rows,
       [=] ENGINE_KERNEL(int64_t i) {
-        const int64_t c = i / rows, r = i % rows;
-        const int64_t j1 = (c + 1) * chunk < k ? (c + 1) * chunk : k;
-        const kernels::Centre<T> centre(mean[r]);
+        const ChunkSpan sp = chunk_span(ch, i);
+        const T* xr = x + sp.unit * k;
+        const kernels::Centre<T> centre(mean[sp.unit]);
         double acc = 0;
-        for (int64_t j = c * chunk; j < j1; ++j) {
-          const T d = centre(x[r * k + j]);
+        for (int64_t j = sp.begin; j < sp.end; ++j) {
+          const T d = centre(xr[j]);
           acc += double(T(d * d));
         }
         part[i] = acc;
@@ -82,8 +82,7 @@ void launch_norm_forward_chunked(const NormShape& s, const T* x, const T* w, con
   launch_elements(
       rows,
       [=] ENGINE_KERNEL(int64_t r) {
-        double q = 0;
-        for (int64_t c = 0; c < n_chunks; ++c) q += part[c * rows + r];
+        const double q = combine_chunks(ch, part, r, [](double a, double b) { return a + b; });
         rstd[r] = 1.0 / sqrt(q / double(k) + eps);
       },
       stream);
@@ -104,32 +103,30 @@ void launch_norm_backward_dx_chunked(const NormShape& s, const T* g, const T* x,
                                      const double* rstd, T* dx, int64_t chunk, int64_t n_chunks, double* scratch,
                                      Stream stream) {
   const int64_t k = s.cg * s.hw, rows = s.rows;
-  double* part = scratch;                   // [n_chunks, rows, 2]
-  double* sums = scratch + 2 * n_chunks * rows;  // [rows, 2]: sum(gw), sum(gw (x - mu))
+  const Chunks ch{rows, k, n_chunks, chunk};
+  double* part_g = scratch;                      // [n_chunks, rows]: partial sum(gw)
+  double* part_gx = part_g + n_chunks * rows;    // [n_chunks, rows]: partial sum(gw (x - mu))
+  double* sums = part_gx + n_chunks * rows;      // [rows, 2]: sum(gw), sum(gw (x - mu))
   launch_elements(
       n_chunks * rows,
       [=] ENGINE_KERNEL(int64_t i) {
-        const int64_t c = i / rows, r = i % rows;
-        const int64_t j1 = (c + 1) * chunk < k ? (c + 1) * chunk : k;
+        const ChunkSpan sp = chunk_span(ch, i);
+        const int64_t r = sp.unit;
         const T* wr = w ? w + (r % s.groups) * s.cg : nullptr;
         const kernels::Centre<T> centre(mean[r]);
         double sg = 0, sgx = 0;
-        for (int64_t j = c * chunk; j < j1; ++j)
+        for (int64_t j = sp.begin; j < sp.end; ++j)
           kernels::norm_backward_terms(g[r * k + j], x[r * k + j], j, s.hw, wr, centre, &sg, &sgx);
-        part[2 * i] = sg;
-        part[2 * i + 1] = sgx;
+        part_g[i] = sg;
+        part_gx[i] = sgx;
       },
       stream);
   launch_elements(
       rows,
       [=] ENGINE_KERNEL(int64_t r) {
-        double sg = 0, sgx = 0;
-        for (int64_t c = 0; c < n_chunks; ++c) {
-          sg += part[2 * (c * rows + r)];
-          sgx += part[2 * (c * rows + r) + 1];
-        }
-        sums[2 * r] = sg;
-        sums[2 * r + 1] = sgx;
+        const auto plus = [](double a, double b) { return a + b; };
+        sums[2 * r] = combine_chunks(ch, part_g, r, plus);
+        sums[2 * r + 1] = combine_chunks(ch, part_gx, r, plus);
       },
       stream);
   launch_elements(

@@ -7,6 +7,7 @@
 // (reduce_launch.h). Sums accumulate in double as on the CPU; the order differs from the CPU's
 // 16-lane order, so results agree to rounding (f32: exactly after the final rounding in almost
 // every case, f64: to ~1e-15 relative for well-conditioned data).
+#include "tensor/cuda/chunks.h"
 #include "tensor/cuda/launch.cuh"
 #include "tensor/cuda/reduce_launch.h"
 #include "tensor/kernels/reduce.h"
@@ -80,22 +81,19 @@ void launch_reduce(const ReduceGeometry& g, const T* x, Out* dst, R r, void* par
     return;
   }
   Acc* part = static_cast<Acc*>(partial);
-  // Thread i = (chunk c, output o), outputs fastest so neighbouring threads read neighbouring
-  // outputs' elements when the kept dims are the contiguous ones.
+  const Chunks ch{n_out, count, n_chunks, chunk_len};
   launch_elements(
       n_out * n_chunks,
       [=] ENGINE_KERNEL(int64_t i) {
-        const int64_t c = i / n_out, o = i % n_out;
-        const int64_t r0 = c * chunk_len, r1 = r0 + chunk_len < count ? r0 + chunk_len : count;
-        part[i] = fold_range(r, g, x + kept_offset(g, o), r0, r1, r.identity(o));
+        const ChunkSpan sp = chunk_span(ch, i);
+        part[i] = fold_range(r, g, x + kept_offset(g, sp.unit), sp.begin, sp.end, r.identity(sp.unit));
       },
       stream);
   launch_elements(
       n_out,
       [=] ENGINE_KERNEL(int64_t o) {
-        Acc acc = part[o];
-        for (int64_t c = 1; c < n_chunks; ++c) acc = r.combine(acc, part[c * n_out + o]);
-        dst[o] = r.finish(acc, count);
+        const auto combine = [&r](const Acc& a, const Acc& b) { return r.combine(a, b); };
+        dst[o] = r.finish(combine_chunks(ch, part, o, combine), count);
       },
       stream);
 }

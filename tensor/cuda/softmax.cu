@@ -5,24 +5,27 @@
 // are split into chunks (one thread each) whose partial maxima and sums are combined per line in
 // chunk order by separate launches; the elements are then written one thread each. The per-element
 // arithmetic is the line bodies' (T(x - m) through exp, sums of the rounded values in double).
+#include "tensor/cuda/chunks.h"
 #include "tensor/cuda/launch.cuh"
 #include "tensor/cuda/softmax_launch.h"
 #include "tensor/kernels/softmax.h"
 
 namespace engine::cuda {
 
-// Second pass of a chunked line sum: sums[l] = part[0][l] + ... + part[n_chunks-1][l], added in
-// chunk order so the result does not depend on scheduling.
-void launch_softmax_sum_chunks(const double* part, double* sums, int64_t n_chunks, int64_t n_lines, Stream stream) {
+namespace {
+
+// Second pass of a chunked line sum: sums[l] = the line's partials added in chunk order, so the
+// result does not depend on scheduling.
+void launch_sum_chunks(const Chunks& ch, const double* part, double* sums, Stream stream) {
   launch_elements(
-      n_lines,
+      ch.n_units,
       [=] ENGINE_KERNEL(int64_t l) {
-        double s = 0;
-        for (int64_t c = 0; c < n_chunks; ++c) s += part[c * n_lines + l];
-        sums[l] = s;
+        sums[l] = combine_chunks(ch, part, l, [](double a, double b) { return a + b; });
       },
       stream);
 }
+
+}  // namespace
 
 template <typename T>
 void launch_softmax(const StridedGeometry<2>& lines, const T* x, int64_t xs, T* y, int64_t ys, int64_t n, bool log,
@@ -60,6 +63,7 @@ template <typename T>
 void launch_softmax_chunked(const StridedGeometry<2>& lines, const T* x, int64_t xs, T* y, int64_t ys, int64_t n,
                             bool log, int64_t chunk, int64_t n_chunks, double* scratch, Stream stream) {
   const int64_t n_lines = lines.numel;
+  const Chunks ch{n_lines, n, n_chunks, chunk};
   double* part = scratch;                        // [n_chunks, n_lines]
   double* maxes = scratch + n_chunks * n_lines;  // [n_lines], values of T
   double* sums = maxes + n_lines;                // [n_lines]
@@ -67,37 +71,33 @@ void launch_softmax_chunked(const StridedGeometry<2>& lines, const T* x, int64_t
   launch_elements(
       n_chunks * n_lines,
       [=] ENGINE_KERNEL(int64_t i) {
-        const int64_t c = i / n_lines, l = i % n_lines;
+        const ChunkSpan sp = chunk_span(ch, i);
         int64_t off[2];
-        strided_offsets<2>(lines, l, off);
-        const int64_t j1 = (c + 1) * chunk < n ? (c + 1) * chunk : n;
+        strided_offsets<2>(lines, sp.unit, off);
         T m = mx.identity(0);
-        for (int64_t j = c * chunk; j < j1; ++j) m = mx.step(m, x[off[0] + j * xs]);
+        for (int64_t j = sp.begin; j < sp.end; ++j) m = mx.step(m, x[off[0] + j * xs]);
         part[i] = double(m);
       },
       stream);
   launch_elements(
       n_lines,
       [=] ENGINE_KERNEL(int64_t l) {
-        T m = mx.identity(0);
-        for (int64_t c = 0; c < n_chunks; ++c) m = mx.combine(m, T(part[c * n_lines + l]));
-        maxes[l] = double(m);
+        maxes[l] = combine_chunks(ch, part, l, [mx](double a, double b) { return double(mx.combine(T(a), T(b))); });
       },
       stream);
   launch_elements(
       n_chunks * n_lines,
       [=] ENGINE_KERNEL(int64_t i) {
-        const int64_t c = i / n_lines, l = i % n_lines;
+        const ChunkSpan sp = chunk_span(ch, i);
         int64_t off[2];
-        strided_offsets<2>(lines, l, off);
-        const int64_t j1 = (c + 1) * chunk < n ? (c + 1) * chunk : n;
-        const T m = T(maxes[l]);
+        strided_offsets<2>(lines, sp.unit, off);
+        const T m = T(maxes[sp.unit]);
         double s = 0;
-        for (int64_t j = c * chunk; j < j1; ++j) s += double(kernels::sexp(T(x[off[0] + j * xs] - m)));
+        for (int64_t j = sp.begin; j < sp.end; ++j) s += double(kernels::sexp(T(x[off[0] + j * xs] - m)));
         part[i] = s;
       },
       stream);
-  launch_softmax_sum_chunks(part, sums, n_chunks, n_lines, stream);
+  launch_sum_chunks(ch, part, sums, stream);
   launch_elements(
       n_lines * n,
       [=] ENGINE_KERNEL(int64_t i) {
@@ -119,24 +119,24 @@ void launch_softmax_backward_chunked(const StridedGeometry<3>& lines, const T* g
                                      T* dx, int64_t ds, int64_t n, bool log, int64_t chunk, int64_t n_chunks,
                                      double* scratch, Stream stream) {
   const int64_t n_lines = lines.numel;
+  const Chunks ch{n_lines, n, n_chunks, chunk};
   double* part = scratch;                       // [n_chunks, n_lines]
   double* sums = scratch + n_chunks * n_lines;  // [n_lines]: sum(g y) or sum(g)
   launch_elements(
       n_chunks * n_lines,
       [=] ENGINE_KERNEL(int64_t i) {
-        const int64_t c = i / n_lines, l = i % n_lines;
+        const ChunkSpan sp = chunk_span(ch, i);
         int64_t off[3];
-        strided_offsets<3>(lines, l, off);
-        const int64_t j1 = (c + 1) * chunk < n ? (c + 1) * chunk : n;
+        strided_offsets<3>(lines, sp.unit, off);
         double s = 0;
-        for (int64_t j = c * chunk; j < j1; ++j) {
+        for (int64_t j = sp.begin; j < sp.end; ++j) {
           const double gv = double(g[off[0] + j * gs]);
           s += log ? gv : gv * double(y[off[1] + j * ys]);
         }
         part[i] = s;
       },
       stream);
-  launch_softmax_sum_chunks(part, sums, n_chunks, n_lines, stream);
+  launch_sum_chunks(ch, part, sums, stream);
   launch_elements(
       n_lines * n,
       [=] ENGINE_KERNEL(int64_t i) {
