@@ -1,10 +1,15 @@
 // softmax.cu: softmax, log_softmax and cross_entropy kernels with the portable line bodies of
-// tensor/kernels/softmax.h (the ones the CPU loop calls): one thread per line, the max, the
-// exponential sum (in double) and the normalisation done by that thread in the CPU's order, so
-// results differ from the CPU only by the device's exp/log (last-bit). Long lines over few of them
-// are split into chunks (one thread each) whose partial maxima and sums are combined per line in
-// chunk order by separate launches; the elements are then written one thread each. The per-element
-// arithmetic is the line bodies' (T(x - m) through exp, sums of the rounded values in double).
+// tensor/kernels/softmax.h (the ones the CPU loop calls).
+//
+// Lines along the innermost contiguous dim (of 8 or more elements) are cut into interleaved
+// chunks (chunks.h: chunk c reads elements c, c + C, ..., so a warp's loads coalesce), long
+// strided lines over few of them into blocked chunks; one thread per (line, chunk) writes a
+// partial maximum, a launch combines them per line in chunk order, then the same for the sums of
+// exp(x - max) in double, and one thread per element writes the output. Other lines: one thread
+// per line runs the CPU's line body (max, exponential sum in double, normalisation in the CPU's
+// order), so results differ from the CPU only by the device's exp/log (last-bit). The per-element
+// arithmetic of the chunked path is the line bodies' (T(x - m) through exp, sums of the rounded
+// values in double); only the order of the double sums differs.
 #include "tensor/cuda/chunks.h"
 #include "tensor/cuda/launch.cuh"
 #include "tensor/cuda/softmax_launch.h"
@@ -61,10 +66,9 @@ void launch_softmax_backward(const StridedGeometry<3>& lines, const T* g, int64_
 
 template <typename T>
 void launch_softmax_chunked(const StridedGeometry<2>& lines, const T* x, int64_t xs, T* y, int64_t ys, int64_t n,
-                            bool log, int64_t chunk, int64_t n_chunks, double* scratch, Stream stream) {
-  const int64_t n_lines = lines.numel;
-  const Chunks ch{n_lines, n, n_chunks, chunk};
-  double* part = scratch;                        // [n_chunks, n_lines]
+                            bool log, const Chunks& ch, double* scratch, Stream stream) {
+  const int64_t n_lines = lines.numel, n_chunks = ch.n_chunks;
+  double* part = scratch;                        // [n_lines * n_chunks], chunk_slot order
   double* maxes = scratch + n_chunks * n_lines;  // [n_lines], values of T
   double* sums = maxes + n_lines;                // [n_lines]
   const kernels::MaxMinReducer<T, false> mx;
@@ -75,7 +79,7 @@ void launch_softmax_chunked(const StridedGeometry<2>& lines, const T* x, int64_t
         int64_t off[2];
         strided_offsets<2>(lines, sp.unit, off);
         T m = mx.identity(0);
-        for (int64_t j = sp.begin; j < sp.end; ++j) m = mx.step(m, x[off[0] + j * xs]);
+        for (int64_t j = sp.begin; j < sp.end; j += sp.step) m = mx.step(m, x[off[0] + j * xs]);
         part[i] = double(m);
       },
       stream);
@@ -93,7 +97,7 @@ void launch_softmax_chunked(const StridedGeometry<2>& lines, const T* x, int64_t
         strided_offsets<2>(lines, sp.unit, off);
         const T m = T(maxes[sp.unit]);
         double s = 0;
-        for (int64_t j = sp.begin; j < sp.end; ++j) s += double(kernels::sexp(T(x[off[0] + j * xs] - m)));
+        for (int64_t j = sp.begin; j < sp.end; j += sp.step) s += double(kernels::sexp(T(x[off[0] + j * xs] - m)));
         part[i] = s;
       },
       stream);
@@ -116,11 +120,10 @@ void launch_softmax_chunked(const StridedGeometry<2>& lines, const T* x, int64_t
 
 template <typename T>
 void launch_softmax_backward_chunked(const StridedGeometry<3>& lines, const T* g, int64_t gs, const T* y, int64_t ys,
-                                     T* dx, int64_t ds, int64_t n, bool log, int64_t chunk, int64_t n_chunks,
-                                     double* scratch, Stream stream) {
-  const int64_t n_lines = lines.numel;
-  const Chunks ch{n_lines, n, n_chunks, chunk};
-  double* part = scratch;                       // [n_chunks, n_lines]
+                                     T* dx, int64_t ds, int64_t n, bool log, const Chunks& ch, double* scratch,
+                                     Stream stream) {
+  const int64_t n_lines = lines.numel, n_chunks = ch.n_chunks;
+  double* part = scratch;                       // [n_lines * n_chunks], chunk_slot order
   double* sums = scratch + n_chunks * n_lines;  // [n_lines]: sum(g y) or sum(g)
   launch_elements(
       n_chunks * n_lines,
@@ -129,7 +132,7 @@ void launch_softmax_backward_chunked(const StridedGeometry<3>& lines, const T* g
         int64_t off[3];
         strided_offsets<3>(lines, sp.unit, off);
         double s = 0;
-        for (int64_t j = sp.begin; j < sp.end; ++j) {
+        for (int64_t j = sp.begin; j < sp.end; j += sp.step) {
           const double gv = double(g[off[0] + j * gs]);
           s += log ? gv : gv * double(y[off[1] + j * ys]);
         }
@@ -190,9 +193,9 @@ void launch_one_hot(const int64_t* t, int64_t ts, int64_t rows, int64_t c, T* ou
   template void launch_softmax_backward<T>(const StridedGeometry<3>&, const T*, int64_t, const T*, int64_t, T*,     \
                                            int64_t, int64_t, bool, Stream);                                        \
   template void launch_softmax_chunked<T>(const StridedGeometry<2>&, const T*, int64_t, T*, int64_t, int64_t, bool, \
-                                          int64_t, int64_t, double*, Stream);                                      \
+                                          const Chunks&, double*, Stream);                                         \
   template void launch_softmax_backward_chunked<T>(const StridedGeometry<3>&, const T*, int64_t, const T*, int64_t,  \
-                                                   T*, int64_t, int64_t, bool, int64_t, int64_t, double*, Stream);  \
+                                                   T*, int64_t, int64_t, bool, const Chunks&, double*, Stream);     \
   template void launch_cross_entropy<T>(const T*, int64_t, int64_t, int64_t, int64_t, const int64_t*, int64_t,      \
                                         double*, T*, Stream);                                                      \
   template void launch_cross_entropy_backward<T>(const T*, int64_t, int64_t, int64_t, int64_t, const int64_t*,      \

@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 
+#include "tensor/cuda/chunks.h"
 #include "tensor/cuda/device.h"
 #include "tensor/cuda/strided.h"
 
@@ -23,21 +24,21 @@ template <typename T>
 void launch_softmax_backward(const StridedGeometry<3>& lines, const T* g, int64_t gs, const T* y, int64_t ys, T* dx,
                              int64_t ds, int64_t n, bool log, Stream stream);
 
-// The same for long lines over few of them, split into n_chunks chunks of `chunk` elements:
-// per (chunk, line) partial maxima, then per line their max (chunk order), per (chunk, line)
+// The same with every line cut into chunks (ch, chunks.h; ch.n_units = lines.numel, ch.len = n):
+// per (line, chunk) partial maxima, then per line their max (chunk order), per (line, chunk)
 // partial sums of exp(x - max) in double, per line their sum (chunk order), then one thread per
-// element writes y. `scratch` holds (n_chunks + 2) * lines.numel doubles.
+// element writes y. `scratch` holds (ch.n_chunks + 2) * lines.numel doubles.
 template <typename T>
 void launch_softmax_chunked(const StridedGeometry<2>& lines, const T* x, int64_t xs, T* y, int64_t ys, int64_t n,
-                            bool log, int64_t chunk, int64_t n_chunks, double* scratch, Stream stream);
+                            bool log, const Chunks& ch, double* scratch, Stream stream);
 
-// The backward of long lines: per (chunk, line) partial sums of g * y (softmax) or g
-// (log_softmax), per line their sum in chunk order, then one thread per element writes dx.
-// `scratch` holds (n_chunks + 1) * lines.numel doubles.
+// The chunked backward: per (line, chunk) partial sums of g * y (softmax) or g (log_softmax),
+// per line their sum in chunk order, then one thread per element writes dx.
+// `scratch` holds (ch.n_chunks + 1) * lines.numel doubles.
 template <typename T>
 void launch_softmax_backward_chunked(const StridedGeometry<3>& lines, const T* g, int64_t gs, const T* y, int64_t ys,
-                                     T* dx, int64_t ds, int64_t n, bool log, int64_t chunk, int64_t n_chunks,
-                                     double* scratch, Stream stream);
+                                     T* dx, int64_t ds, int64_t n, bool log, const Chunks& ch, double* scratch,
+                                     Stream stream);
 
 // Logits x [rows, c] (row stride xr, class stride xc), targets t (stride ts, already checked to be
 // in range). losses[r] = -log_softmax(x_r)_{t_r} in double (one thread per row), then one thread
