@@ -4,7 +4,7 @@
 // gpu_test::check_op.
 //
 // Covered: sum, mean, amax, amin (ties share the gradient), logsumexp, var, argmax, softmax,
-// log_softmax, cross_entropy, layer_norm, group_norm, in f32 and f64, over several dim sets:
+// log_softmax, cross_entropy (per-row and class-chunked), layer_norm, group_norm, in f32 and f64, over several dim sets:
 // all dims (empty dims), one dim, several dims, keepdim, non-contiguous inputs, and every chunking
 // of tensor/cuda/chunks.h: interleaved chunks for reductions over the innermost contiguous dim
 // (rows of 8, 9, 37, 100, 5000 and 140000 elements: 2, 2, 8, 16, 32 and 64 chunks, mostly not
@@ -288,6 +288,34 @@ TEST_CASE("cross_entropy on CUDA matches the CPU") {
     check_op(std::string("cross_entropy transposed ") + dtype_name(dt), {input({5, 6}, dt, 302), target},
              [](const std::vector<Tensor>& in) { return cross_entropy(transpose(in[0], 0, 1), in[1]); }, t.rtol,
              t.atol, true);
+  }
+  // Classes contiguous, 8 or more of them: interleaved chunks over each row's classes (2, 8, 32
+  // and 64 chunks; many rows; rows of a narrowed view, whose row stride exceeds the class count).
+  struct CeCase {
+    int64_t rows, classes;
+    bool narrowed, second;
+  };
+  for (DType dt : {DType::f32, DType::f64}) {
+    const Tol t = tol_of(dt);
+    for (const CeCase& c : std::vector<CeCase>{{5, 9, false, true},
+                                               {6, 37, false, true},
+                                               {4, 37, true, true},
+                                               {3, 5000, false, false},
+                                               {1, 140000, false, false},
+                                               {20000, 9, false, false}}) {
+      std::vector<double> tv(size_t(c.rows));
+      for (int64_t r = 0; r < c.rows; ++r) tv[size_t(r)] = double((r * 7 + 3) % c.classes);
+      const Tensor target = from_vector(tv, {c.rows}, opts(DType::i64));
+      const Dims shape{c.rows, c.narrowed ? c.classes + 2 : c.classes};
+      const bool narrowed = c.narrowed;
+      check_op(std::string("cross_entropy ") + dtype_name(dt) + " shape " + shape.str() + (narrowed ? " narrowed" : ""),
+               {input(shape, dt, 303 + uint64_t(c.classes)), target},
+               [narrowed](const std::vector<Tensor>& in) {
+                 const Tensor x = narrowed ? narrow(in[0], 1, 1, in[0].size(1) - 2) : in[0];
+                 return cross_entropy(x, in[1]);
+               },
+               t.rtol, t.atol, c.second);
+    }
   }
   const Tensor bad = from_vector({0, 5}, {2}, opts(DType::i64)).to(kGpu);
   CHECK_THROWS_WITH_AS(cross_entropy(zeros({2, 5}).to(kGpu), bad), doctest::Contains("target 5 out of range"),

@@ -28,6 +28,11 @@ StridedGeometry<N> line_geometry(const Dims& sizes, int dim, const std::array<co
   return strided_geometry<N>(other, strides);
 }
 
+// Where each row of 2-D logits starts (one operand, the row stride).
+StridedGeometry<1> row_starts(const Tensor& logits) {
+  return strided_geometry<1>(Dims{logits.size(0)}, {Dims{logits.stride(0)}});
+}
+
 void check_on(const char* op, const Tensor& t, const Tensor& ref) {
   ENGINE_CHECK(t.device() == ref.device(), "{}: tensor on {} but expected {}", op, t.device().str(),
                ref.device().str());
@@ -95,6 +100,16 @@ void cross_entropy(const Tensor& out, const Tensor& logits, const Tensor& target
   DeviceGuard guard(logits.device());
   dispatch_floating(logits.dtype(), "cross_entropy", [&](auto zero) {
     using T = decltype(zero);
+    // Contiguous classes: interleaved chunks over each row's classes (chunks.h); otherwise one
+    // thread per row.
+    const Chunks ch = plan_chunks(rows, c, logits.stride(1) == 1);
+    if (rows > 0 && ch.n_chunks > 1) {
+      Tensor scratch = empty({(ch.n_chunks + 2) * rows}, opts(DType::f64, logits.device()));
+      launch_cross_entropy_chunked<T>(row_starts(logits), logits.data<T>(), target.data<int64_t>(), target.stride(0),
+                                      ch, scratch.data<double>(), losses.data<double>(), out.data<T>(),
+                                      compute_stream(logits.device()));
+      return;
+    }
     launch_cross_entropy<T>(logits.data<T>(), rows, c, logits.stride(0), logits.stride(1),
                             target.data<int64_t>(), target.stride(0), losses.data<double>(), out.data<T>(),
                             compute_stream(logits.device()));
@@ -115,6 +130,14 @@ void cross_entropy_backward(const Tensor& dx, const Tensor& logits, const Tensor
   DeviceGuard guard(logits.device());
   dispatch_floating(logits.dtype(), "cross_entropy_backward", [&](auto zero) {
     using T = decltype(zero);
+    const Chunks ch = plan_chunks(rows, c, logits.stride(1) == 1);
+    if (ch.n_chunks > 1) {
+      Tensor scratch = empty({(ch.n_chunks + 2) * rows}, opts(DType::f64, logits.device()));
+      launch_cross_entropy_backward_chunked<T>(row_starts(logits), logits.data<T>(), target.data<int64_t>(),
+                                               target.stride(0), g.data<T>(), inv_n, dx.data<T>(), ch,
+                                               scratch.data<double>(), compute_stream(logits.device()));
+      return;
+    }
     launch_cross_entropy_backward<T>(logits.data<T>(), rows, c, logits.stride(0), logits.stride(1),
                                      target.data<int64_t>(), target.stride(0), g.data<T>(), inv_n, dx.data<T>(),
                                      compute_stream(logits.device()));

@@ -30,6 +30,53 @@ void launch_sum_chunks(const Chunks& ch, const double* part, double* sums, Strea
       stream);
 }
 
+// Passes 1-4 of a chunked line: per (line, chunk) partial maxima, per line their max (chunk
+// order), per (line, chunk) partial sums of exp(x - max) in double, per line their sum (chunk
+// order). Line l of x starts at operand 0's offset of `lines`; part holds lines.numel * n_chunks.
+template <typename T, int N>
+void launch_line_stats(const StridedGeometry<N>& lines, const T* x, int64_t xs, const Chunks& ch, double* part,
+                       double* maxes, double* sums, Stream stream) {
+  const int64_t n_lines = lines.numel, n_chunks = ch.n_chunks;
+  const kernels::MaxMinReducer<T, false> mx;
+  launch_elements(
+      n_chunks * n_lines,
+      [=] ENGINE_KERNEL(int64_t i) {
+        const ChunkSpan sp = chunk_span(ch, i);
+        int64_t off[N];
+        strided_offsets<N>(lines, sp.unit, off);
+        T m = mx.identity(0);
+        for (int64_t j = sp.begin; j < sp.end; j += sp.step) m = mx.step(m, x[off[0] + j * xs]);
+        part[i] = double(m);
+      },
+      stream);
+  launch_elements(
+      n_lines,
+      [=] ENGINE_KERNEL(int64_t l) {
+        maxes[l] = combine_chunks(ch, part, l, [mx](double a, double b) { return double(mx.combine(T(a), T(b))); });
+      },
+      stream);
+  launch_elements(
+      n_chunks * n_lines,
+      [=] ENGINE_KERNEL(int64_t i) {
+        const ChunkSpan sp = chunk_span(ch, i);
+        int64_t off[N];
+        strided_offsets<N>(lines, sp.unit, off);
+        const T m = T(maxes[sp.unit]);
+        double s = 0;
+        for (int64_t j = sp.begin; j < sp.end; j += sp.step) s += double(kernels::sexp(T(x[off[0] + j * xs] - m)));
+        part[i] = s;
+      },
+      stream);
+  launch_sum_chunks(ch, part, sums, stream);
+}
+
+// One softmax element from its line's max m and exponential sum (the line body's arithmetic:
+// exp of the rounded difference, times the rounded reciprocal of the sum).
+template <typename T>
+ENGINE_HD T softmax_at(T v, T m, double sum) {
+  return kernels::sexp(T(v - m)) * T(1.0 / sum);
+}
+
 }  // namespace
 
 template <typename T>
@@ -71,37 +118,7 @@ void launch_softmax_chunked(const StridedGeometry<2>& lines, const T* x, int64_t
   double* part = scratch;                        // [n_lines * n_chunks], chunk_slot order
   double* maxes = scratch + n_chunks * n_lines;  // [n_lines], values of T
   double* sums = maxes + n_lines;                // [n_lines]
-  const kernels::MaxMinReducer<T, false> mx;
-  launch_elements(
-      n_chunks * n_lines,
-      [=] ENGINE_KERNEL(int64_t i) {
-        const ChunkSpan sp = chunk_span(ch, i);
-        int64_t off[2];
-        strided_offsets<2>(lines, sp.unit, off);
-        T m = mx.identity(0);
-        for (int64_t j = sp.begin; j < sp.end; j += sp.step) m = mx.step(m, x[off[0] + j * xs]);
-        part[i] = double(m);
-      },
-      stream);
-  launch_elements(
-      n_lines,
-      [=] ENGINE_KERNEL(int64_t l) {
-        maxes[l] = combine_chunks(ch, part, l, [mx](double a, double b) { return double(mx.combine(T(a), T(b))); });
-      },
-      stream);
-  launch_elements(
-      n_chunks * n_lines,
-      [=] ENGINE_KERNEL(int64_t i) {
-        const ChunkSpan sp = chunk_span(ch, i);
-        int64_t off[2];
-        strided_offsets<2>(lines, sp.unit, off);
-        const T m = T(maxes[sp.unit]);
-        double s = 0;
-        for (int64_t j = sp.begin; j < sp.end; j += sp.step) s += double(kernels::sexp(T(x[off[0] + j * xs] - m)));
-        part[i] = s;
-      },
-      stream);
-  launch_sum_chunks(ch, part, sums, stream);
+  launch_line_stats<T, 2>(lines, x, xs, ch, part, maxes, sums, stream);
   launch_elements(
       n_lines * n,
       [=] ENGINE_KERNEL(int64_t i) {
@@ -113,7 +130,7 @@ void launch_softmax_chunked(const StridedGeometry<2>& lines, const T* x, int64_t
         if (log)
           y[off[1] + j * ys] = T(double(v) - (double(m) + ::log(sums[l])));
         else
-          y[off[1] + j * ys] = kernels::sexp(T(v - m)) * T(1.0 / sums[l]);
+          y[off[1] + j * ys] = softmax_at(v, m, sums[l]);
       },
       stream);
 }
@@ -183,6 +200,54 @@ void launch_cross_entropy_backward(const T* x, int64_t rows, int64_t c, int64_t 
 }
 
 template <typename T>
+void launch_cross_entropy_chunked(const StridedGeometry<1>& rows, const T* x, const int64_t* t, int64_t ts,
+                                  const Chunks& ch, double* scratch, double* losses, T* out, Stream stream) {
+  const int64_t n = rows.numel;
+  double* maxes = scratch + ch.n_chunks * n;
+  double* sums = maxes + n;
+  launch_line_stats<T, 1>(rows, x, 1, ch, scratch, maxes, sums, stream);
+  // -log_softmax(x_r)_{t_r} = (m + log(sum)) - x_{r, t_r}, as kernels::cross_entropy_row.
+  launch_elements(
+      n,
+      [=] ENGINE_KERNEL(int64_t r) {
+        int64_t off[1];
+        strided_offsets<1>(rows, r, off);
+        losses[r] = (maxes[r] + ::log(sums[r])) - double(x[off[0] + t[r * ts]]);
+      },
+      stream);
+  launch_elements(
+      1,
+      [=] ENGINE_KERNEL(int64_t) {
+        double total = 0;
+        for (int64_t r = 0; r < n; ++r) total += losses[r];
+        out[0] = T(total / double(n));
+      },
+      stream);
+}
+
+template <typename T>
+void launch_cross_entropy_backward_chunked(const StridedGeometry<1>& rows, const T* x, const int64_t* t, int64_t ts,
+                                           const T* g, double inv_n, T* dx, const Chunks& ch, double* scratch,
+                                           Stream stream) {
+  const int64_t n = rows.numel, c = ch.len;
+  double* maxes = scratch + ch.n_chunks * n;
+  double* sums = maxes + n;
+  launch_line_stats<T, 1>(rows, x, 1, ch, scratch, maxes, sums, stream);
+  // dx = (softmax(x_r) - onehot(t_r)) * g inv_n, one thread per element (dx contiguous [rows, c]).
+  launch_elements(
+      n * c,
+      [=] ENGINE_KERNEL(int64_t i) {
+        const int64_t r = i / c, j = i % c;
+        int64_t off[1];
+        strided_offsets<1>(rows, r, off);
+        const T scale = T(double(g[0]) * inv_n);
+        const T y = softmax_at(x[off[0] + j], T(maxes[r]), sums[r]);
+        dx[i] = (y - (j == t[r * ts] ? T(1) : T(0))) * scale;
+      },
+      stream);
+}
+
+template <typename T>
 void launch_one_hot(const int64_t* t, int64_t ts, int64_t rows, int64_t c, T* out, Stream stream) {
   launch_elements(rows, [=] ENGINE_KERNEL(int64_t r) { out[r * c + t[r * ts]] = T(1); }, stream);
 }
@@ -200,6 +265,11 @@ void launch_one_hot(const int64_t* t, int64_t ts, int64_t rows, int64_t c, T* ou
                                         double*, T*, Stream);                                                      \
   template void launch_cross_entropy_backward<T>(const T*, int64_t, int64_t, int64_t, int64_t, const int64_t*,      \
                                                  int64_t, const T*, double, T*, Stream);                           \
+  template void launch_cross_entropy_chunked<T>(const StridedGeometry<1>&, const T*, const int64_t*, int64_t,       \
+                                                const Chunks&, double*, double*, T*, Stream);                      \
+  template void launch_cross_entropy_backward_chunked<T>(const StridedGeometry<1>&, const T*, const int64_t*,       \
+                                                         int64_t, const T*, double, T*, const Chunks&, double*,    \
+                                                         Stream);                                                  \
   template void launch_one_hot<T>(const int64_t*, int64_t, int64_t, int64_t, T*, Stream);
 ENGINE_CUDA_SOFTMAX(float)
 ENGINE_CUDA_SOFTMAX(double)

@@ -53,6 +53,19 @@ template <typename T>
 void launch_cross_entropy_backward(const T* x, int64_t rows, int64_t c, int64_t xr, int64_t xc, const int64_t* t,
                                    int64_t ts, const T* g, double inv_n, T* dx, Stream stream);
 
+// The same two for logits whose classes are contiguous (class stride 1; `rows` gives each row's
+// start in x, ch.len = c classes), with the classes of a row cut into chunks (ch, chunks.h): the
+// row maxima and exponential sums as launch_softmax_chunked's, then one thread per row writes its
+// loss (forward; the mean as above) or one thread per element writes dx (backward).
+// `scratch` holds (ch.n_chunks + 2) * rows doubles.
+template <typename T>
+void launch_cross_entropy_chunked(const StridedGeometry<1>& rows, const T* x, const int64_t* t, int64_t ts,
+                                  const Chunks& ch, double* scratch, double* losses, T* out, Stream stream);
+template <typename T>
+void launch_cross_entropy_backward_chunked(const StridedGeometry<1>& rows, const T* x, const int64_t* t, int64_t ts,
+                                           const T* g, double inv_n, T* dx, const Chunks& ch, double* scratch,
+                                           Stream stream);
+
 // out[r * c + t_r] = 1 for every row (out already zeroed).
 template <typename T>
 void launch_one_hot(const int64_t* t, int64_t ts, int64_t rows, int64_t c, T* out, Stream stream);
