@@ -30,41 +30,50 @@ void launch_sum_chunks(const Chunks& ch, const double* part, double* sums, Strea
       stream);
 }
 
+// First launch of a chunked line pass: part[i] = fold(sp, off) for thread i, sp its chunk span
+// and off the offsets of its line's start in every operand of `lines`.
+template <int N, typename Fold>
+void launch_chunk_partials(const StridedGeometry<N>& lines, const Chunks& ch, double* part, Fold fold,
+                           Stream stream) {
+  launch_elements(
+      ch.n_units * ch.n_chunks,
+      [=] ENGINE_KERNEL(int64_t i) {
+        const ChunkSpan sp = chunk_span(ch, i);
+        int64_t off[N];
+        strided_offsets<N>(lines, sp.unit, off);
+        part[i] = fold(sp, off);
+      },
+      stream);
+}
+
 // Passes 1-4 of a chunked line: per (line, chunk) partial maxima, per line their max (chunk
 // order), per (line, chunk) partial sums of exp(x - max) in double, per line their sum (chunk
 // order). Line l of x starts at operand 0's offset of `lines`; part holds lines.numel * n_chunks.
 template <typename T, int N>
 void launch_line_stats(const StridedGeometry<N>& lines, const T* x, int64_t xs, const Chunks& ch, double* part,
                        double* maxes, double* sums, Stream stream) {
-  const int64_t n_lines = lines.numel, n_chunks = ch.n_chunks;
   const kernels::MaxMinReducer<T, false> mx;
-  launch_elements(
-      n_chunks * n_lines,
-      [=] ENGINE_KERNEL(int64_t i) {
-        const ChunkSpan sp = chunk_span(ch, i);
-        int64_t off[N];
-        strided_offsets<N>(lines, sp.unit, off);
+  launch_chunk_partials<N>(
+      lines, ch, part,
+      [=] ENGINE_KERNEL(const ChunkSpan& sp, const int64_t* off) {
         T m = mx.identity(0);
         for (int64_t j = sp.begin; j < sp.end; j += sp.step) m = mx.step(m, x[off[0] + j * xs]);
-        part[i] = double(m);
+        return double(m);
       },
       stream);
   launch_elements(
-      n_lines,
+      lines.numel,
       [=] ENGINE_KERNEL(int64_t l) {
         maxes[l] = combine_chunks(ch, part, l, [mx](double a, double b) { return double(mx.combine(T(a), T(b))); });
       },
       stream);
-  launch_elements(
-      n_chunks * n_lines,
-      [=] ENGINE_KERNEL(int64_t i) {
-        const ChunkSpan sp = chunk_span(ch, i);
-        int64_t off[N];
-        strided_offsets<N>(lines, sp.unit, off);
+  launch_chunk_partials<N>(
+      lines, ch, part,
+      [=] ENGINE_KERNEL(const ChunkSpan& sp, const int64_t* off) {
         const T m = T(maxes[sp.unit]);
         double s = 0;
         for (int64_t j = sp.begin; j < sp.end; j += sp.step) s += double(kernels::sexp(T(x[off[0] + j * xs] - m)));
-        part[i] = s;
+        return s;
       },
       stream);
   launch_sum_chunks(ch, part, sums, stream);
@@ -75,6 +84,20 @@ void launch_line_stats(const StridedGeometry<N>& lines, const T* x, int64_t xs, 
 template <typename T>
 ENGINE_HD T softmax_at(T v, T m, double sum) {
   return kernels::sexp(T(v - m)) * T(1.0 / sum);
+}
+
+// out[0] = the mean of the rows' losses, summed in row order by one thread (deterministic);
+// rows = 0 gives 0/0 = NaN, as PyTorch.
+template <typename T>
+void launch_mean_loss(const double* losses, int64_t rows, T* out, Stream stream) {
+  launch_elements(
+      1,
+      [=] ENGINE_KERNEL(int64_t) {
+        double total = 0;
+        for (int64_t r = 0; r < rows; ++r) total += losses[r];
+        out[0] = T(total / double(rows));
+      },
+      stream);
 }
 
 }  // namespace
@@ -142,18 +165,15 @@ void launch_softmax_backward_chunked(const StridedGeometry<3>& lines, const T* g
   const int64_t n_lines = lines.numel, n_chunks = ch.n_chunks;
   double* part = scratch;                       // [n_lines * n_chunks], chunk_slot order
   double* sums = scratch + n_chunks * n_lines;  // [n_lines]: sum(g y) or sum(g)
-  launch_elements(
-      n_chunks * n_lines,
-      [=] ENGINE_KERNEL(int64_t i) {
-        const ChunkSpan sp = chunk_span(ch, i);
-        int64_t off[3];
-        strided_offsets<3>(lines, sp.unit, off);
+  launch_chunk_partials<3>(
+      lines, ch, part,
+      [=] ENGINE_KERNEL(const ChunkSpan& sp, const int64_t* off) {
         double s = 0;
         for (int64_t j = sp.begin; j < sp.end; j += sp.step) {
           const double gv = double(g[off[0] + j * gs]);
           s += log ? gv : gv * double(y[off[1] + j * ys]);
         }
-        part[i] = s;
+        return s;
       },
       stream);
   launch_sum_chunks(ch, part, sums, stream);
@@ -176,15 +196,7 @@ void launch_cross_entropy(const T* x, int64_t rows, int64_t c, int64_t xr, int64
   launch_elements(
       rows, [=] ENGINE_KERNEL(int64_t r) { losses[r] = kernels::cross_entropy_row(x + r * xr, xc, c, t[r * ts]); },
       stream);
-  // The mean over rows in row order (deterministic); rows = 0 gives 0/0 = NaN, as PyTorch.
-  launch_elements(
-      1,
-      [=] ENGINE_KERNEL(int64_t) {
-        double total = 0;
-        for (int64_t r = 0; r < rows; ++r) total += losses[r];
-        out[0] = T(total / double(rows));
-      },
-      stream);
+  launch_mean_loss(losses, rows, out, stream);
 }
 
 template <typename T>
@@ -215,14 +227,7 @@ void launch_cross_entropy_chunked(const StridedGeometry<1>& rows, const T* x, co
         losses[r] = (maxes[r] + ::log(sums[r])) - double(x[off[0] + t[r * ts]]);
       },
       stream);
-  launch_elements(
-      1,
-      [=] ENGINE_KERNEL(int64_t) {
-        double total = 0;
-        for (int64_t r = 0; r < n; ++r) total += losses[r];
-        out[0] = T(total / double(n));
-      },
-      stream);
+  launch_mean_loss(losses, n, out, stream);
 }
 
 template <typename T>
