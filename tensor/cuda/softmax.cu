@@ -46,6 +46,21 @@ void launch_chunk_partials(const StridedGeometry<N>& lines, const Chunks& ch, do
       stream);
 }
 
+// One thread per element of the chunked lines: body(l, j, off) for element j of line l, off the
+// offsets of the line's start in every operand of `lines` (n elements per line).
+template <int N, typename Body>
+void launch_line_elements(const StridedGeometry<N>& lines, int64_t n, Body body, Stream stream) {
+  launch_elements(
+      lines.numel * n,
+      [=] ENGINE_KERNEL(int64_t i) {
+        const int64_t l = i / n, j = i % n;
+        int64_t off[N];
+        strided_offsets<N>(lines, l, off);
+        body(l, j, off);
+      },
+      stream);
+}
+
 // Passes 1-4 of a chunked line: per (line, chunk) partial maxima, per line their max (chunk
 // order), per (line, chunk) partial sums of exp(x - max) in double, per line their sum (chunk
 // order). Line l of x starts at operand 0's offset of `lines`; part holds lines.numel * n_chunks.
@@ -142,12 +157,9 @@ void launch_softmax_chunked(const StridedGeometry<2>& lines, const T* x, int64_t
   double* maxes = scratch + n_chunks * n_lines;  // [n_lines], values of T
   double* sums = maxes + n_lines;                // [n_lines]
   launch_line_stats<T, 2>(lines, x, xs, ch, part, maxes, sums, stream);
-  launch_elements(
-      n_lines * n,
-      [=] ENGINE_KERNEL(int64_t i) {
-        const int64_t l = i / n, j = i % n;
-        int64_t off[2];
-        strided_offsets<2>(lines, l, off);
+  launch_line_elements<2>(
+      lines, n,
+      [=] ENGINE_KERNEL(int64_t l, int64_t j, const int64_t* off) {
         const T v = x[off[0] + j * xs];
         const T m = T(maxes[l]);
         if (log)
@@ -177,12 +189,9 @@ void launch_softmax_backward_chunked(const StridedGeometry<3>& lines, const T* g
       },
       stream);
   launch_sum_chunks(ch, part, sums, stream);
-  launch_elements(
-      n_lines * n,
-      [=] ENGINE_KERNEL(int64_t i) {
-        const int64_t l = i / n, j = i % n;
-        int64_t off[3];
-        strided_offsets<3>(lines, l, off);
+  launch_line_elements<3>(
+      lines, n,
+      [=] ENGINE_KERNEL(int64_t l, int64_t j, const int64_t* off) {
         const T gv = g[off[0] + j * gs], yv = y[off[1] + j * ys];
         const T s = T(sums[l]);
         dx[off[2] + j * ds] = log ? T(gv - kernels::sexp(yv) * s) : T(yv * (gv - s));
@@ -239,15 +248,12 @@ void launch_cross_entropy_backward_chunked(const StridedGeometry<1>& rows, const
   double* sums = maxes + n;
   launch_line_stats<T, 1>(rows, x, 1, ch, scratch, maxes, sums, stream);
   // dx = (softmax(x_r) - onehot(t_r)) * g inv_n, one thread per element (dx contiguous [rows, c]).
-  launch_elements(
-      n * c,
-      [=] ENGINE_KERNEL(int64_t i) {
-        const int64_t r = i / c, j = i % c;
-        int64_t off[1];
-        strided_offsets<1>(rows, r, off);
+  launch_line_elements<1>(
+      rows, c,
+      [=] ENGINE_KERNEL(int64_t r, int64_t j, const int64_t* off) {
         const T scale = T(double(g[0]) * inv_n);
         const T y = softmax_at(x[off[0] + j], T(maxes[r]), sums[r]);
-        dx[i] = (y - (j == t[r * ts] ? T(1) : T(0))) * scale;
+        dx[r * c + j] = (y - (j == t[r * ts] ? T(1) : T(0))) * scale;
       },
       stream);
 }
