@@ -62,16 +62,24 @@ TensorList logits_of(const std::vector<DiscPrediction>& preds, int64_t start, in
 // The GEMM precision of G's and D's forwards and backwards for one phase (train.precision;
 // docs/training.md "Mixed precision"). f32 installs no scope at all, so the f32 path is exactly
 // the code that ran before precision existed. The MoE router overrides it with its own f32 scope
-// (nn/moe.cpp); the optimizer, EMA and w_avg run outside it.
+// (nn/moe.cpp); the optimizer, EMA and w_avg run outside it. Under bf16, phases with a plain
+// first-order backward (G_main, D_main) also save their activations as bf16 copies
+// (Note [bf16 saved activations], autograd/node.h); D_r1 passes saved_bf16 = false: R1 is f32
+// and its double backward needs saved tensors that carry their graph.
 class PhasePrecision {
  public:
-  explicit PhasePrecision(const std::string& precision) {
-    if (precision == "bf16") scope_.emplace(MatmulPrecision::bf16);
-    else if (precision == "tf32") scope_.emplace(MatmulPrecision::tf32);
+  explicit PhasePrecision(const std::string& precision, bool saved_bf16 = true) {
+    if (precision == "bf16") {
+      scope_.emplace(MatmulPrecision::bf16);
+      if (saved_bf16) saved_.emplace(DType::bf16);
+    } else if (precision == "tf32") {
+      scope_.emplace(MatmulPrecision::tf32);
+    }
   }
 
  private:
   std::optional<MatmulPrecisionScope> scope_;
+  std::optional<SavedActivationScope> saved_;
 };
 
 TensorList concat_pyramids(const std::vector<const TensorList*>& pyramids) {
@@ -529,7 +537,7 @@ StepResult Trainer::step(const io::Batch& host_batch) {
     for (int64_t m = 0; m < M; ++m) {
       // D's GEMMs in the phase precision, both passes of the double backward; the penalty itself
       // (sum of squared input gradients, the mean, the scale) is elementwise f32 arithmetic.
-      PhasePrecision precision(train_.precision);
+      PhasePrecision precision(train_.precision, /*saved_bf16=*/false);
       TensorList real = real_pyramid(rows(batch.images, m));
       for (Tensor& x : real) x = contiguous(x).detach().requires_grad_(true);
       const auto preds = D_->forward(real, rows(t_D, m));
