@@ -191,3 +191,36 @@ TEST_CASE("saved activations: the bytes held for backward halve") {
   CHECK(f32 >= 6 * n * 4);
   CHECK(bf16 <= 6 * n * 2 + n * 4 + 64 * 1024);
 }
+
+TEST_CASE("saved activations: a packed copy and a bf16 GEMM operand of the same tensor share storage") {
+  // exp saves its output y (packed to bf16); the bf16 matmul then converts the same y for its
+  // operand. Note [shared bf16 copies]: one bf16 copy of y stays alive, not two.
+  const int64_t rows = 256, k = 256, m = 8;
+  const Tensor w = rnd({k, m}, 11).requires_grad_(true);  // so that the GEMM saves its operand
+  const Tensor x = mul(rnd({rows, k}, 12), 0.1).requires_grad_(true);
+  const int64_t before = memory::stats(Device::cpu()).live;
+  Tensor z;
+  {
+    SavedActivationScope saved(DType::bf16);
+    MatmulPrecisionScope gemm(MatmulPrecision::bf16);
+    z = matmul(exp(x), w);  // the f32 exp(x) is freed when this line ends
+  }
+  const int64_t held = memory::stats(Device::cpu()).live - before;
+  INFO("held " << held << " bytes; one bf16 copy of exp(x) is " << rows * k * 2);
+  CHECK(held >= rows * k * 2);
+  CHECK(held < rows * k * 2 + rows * k);  // a second copy would add rows * k * 2
+  // The gradient uses bf16(exp(x)) in both places: dx = (g w^T) * bf16(exp(x)), g = 1.
+  const std::vector<double> dx = autograd::grad({sum(z)}, {x})[0].to_vector();
+  const std::vector<double> xv = x.to_vector(), wv = w.to_vector();
+  std::vector<double> wsum(size_t(k), 0.0);
+  for (int64_t q = 0; q < k; ++q)
+    for (int64_t j = 0; j < m; ++j) wsum[size_t(q)] += double(round_bf16(float(wv[size_t(q * m + j)])));
+  int64_t bad = 0;
+  for (int64_t i = 0; i < rows * k; ++i) {
+    const double e = round_bf16(std::exp(float(xv[size_t(i)])));
+    const double ref = wsum[size_t(i % k)] * e;
+    // f32 sums of m terms and our exp vs the C library's: relative 1e-5 (the bf16 step is 4e-3).
+    if (std::fabs(dx[size_t(i)] - ref) > 1e-5 * (std::fabs(ref) + 1e-3)) ++bad;
+  }
+  CHECK(bad < rows * k / 1000);  // an exp one ulp apart may round to the neighbouring bf16 value
+}
