@@ -203,7 +203,7 @@ struct Descriptors {
 template <typename Perf, typename WorkspaceOf>
 Choice pick(Direction d, GemmMode mode, const std::vector<Perf>& perfs, int returned, cudnnConvolutionDescriptor_t conv,
             const Context& ctx, WorkspaceOf&& workspace_of) {
-  for (int i = 0; i < returned; ++i) {
+  for (int i = 0; i < returned && size_t(i) < perfs.size(); ++i) {
     const Perf& r = perfs[size_t(i)];
     if (r.status != CUDNN_STATUS_SUCCESS || r.determinism != CUDNN_DETERMINISTIC || !algo_allowed(d, int(r.algo)) ||
         !math_allowed(mode, r.mathType))
@@ -236,13 +236,19 @@ Choice choose(Direction d, Device device, const cpu::ConvProblem& p, GemmMode mo
   }
   Choice c;
   int count = 0, returned = 0;
+  // A problem the heuristic does not support at all is declined (the im2col path runs it); any
+  // other failure is an error.
+  const auto heuristic = [&](cudnnStatus_t status, const char* call) {
+    if (status == CUDNN_STATUS_NOT_SUPPORTED) returned = 0;
+    else if (status != CUDNN_STATUS_SUCCESS) throw_cudnn(status, call, ctx);
+  };
   switch (d) {
     case Direction::forward: {
       ENGINE_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(h, &count), ctx);
       std::vector<cudnnConvolutionFwdAlgoPerf_t> perfs(size_t(std::max(count, 1)));
-      ENGINE_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, ds.x.h, ds.w.h, ds.conv.h, ds.y.h, count,
-                                                                &returned, perfs.data()),
-                         ctx);
+      heuristic(cudnnGetConvolutionForwardAlgorithm_v7(h, ds.x.h, ds.w.h, ds.conv.h, ds.y.h, int(perfs.size()),
+                                                       &returned, perfs.data()),
+                "cudnnGetConvolutionForwardAlgorithm_v7");
       c = pick(d, mode, perfs, returned, ds.conv.h, ctx, [&](cudnnConvolutionFwdAlgo_t algo, size_t* bytes) {
         return cudnnGetConvolutionForwardWorkspaceSize(h, ds.x.h, ds.w.h, ds.conv.h, ds.y.h, algo, bytes);
       });
@@ -251,9 +257,9 @@ Choice choose(Direction d, Device device, const cpu::ConvProblem& p, GemmMode mo
     case Direction::backward_data: {
       ENGINE_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(h, &count), ctx);
       std::vector<cudnnConvolutionBwdDataAlgoPerf_t> perfs(size_t(std::max(count, 1)));
-      ENGINE_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, ds.w.h, ds.y.h, ds.conv.h, ds.x.h, count,
-                                                                     &returned, perfs.data()),
-                         ctx);
+      heuristic(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, ds.w.h, ds.y.h, ds.conv.h, ds.x.h, int(perfs.size()),
+                                                            &returned, perfs.data()),
+                "cudnnGetConvolutionBackwardDataAlgorithm_v7");
       c = pick(d, mode, perfs, returned, ds.conv.h, ctx, [&](cudnnConvolutionBwdDataAlgo_t algo, size_t* bytes) {
         return cudnnGetConvolutionBackwardDataWorkspaceSize(h, ds.w.h, ds.y.h, ds.conv.h, ds.x.h, algo, bytes);
       });
@@ -262,9 +268,9 @@ Choice choose(Direction d, Device device, const cpu::ConvProblem& p, GemmMode mo
     case Direction::backward_filter: {
       ENGINE_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(h, &count), ctx);
       std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> perfs(size_t(std::max(count, 1)));
-      ENGINE_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, ds.x.h, ds.y.h, ds.conv.h, ds.w.h, count,
-                                                                       &returned, perfs.data()),
-                         ctx);
+      heuristic(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, ds.x.h, ds.y.h, ds.conv.h, ds.w.h,
+                                                              int(perfs.size()), &returned, perfs.data()),
+                "cudnnGetConvolutionBackwardFilterAlgorithm_v7");
       c = pick(d, mode, perfs, returned, ds.conv.h, ctx, [&](cudnnConvolutionBwdFilterAlgo_t algo, size_t* bytes) {
         return cudnnGetConvolutionBackwardFilterWorkspaceSize(h, ds.x.h, ds.y.h, ds.conv.h, ds.w.h, algo, bytes);
       });
