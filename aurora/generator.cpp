@@ -196,6 +196,7 @@ Synthesis::Output Synthesis::forward(const Tensor& w, const Tensor& t_seq, int64
   ENGINE_CHECK(t_seq.defined() && t_seq.dim() == 3 && t_seq.size(0) == w.size(0) && t_seq.size(2) == config.text_width,
                "Synthesis: expected t_seq [{}, L, {}], got {}", w.size(0), config.text_width,
                t_seq.defined() ? t_seq.sizes().str() : std::string("undefined"));
+  memory::ModuleScope root("G"), self("synthesis");
   Output out;
   Tensor x, img;
   for (const auto& [r, st] : stages) {
@@ -211,11 +212,21 @@ Synthesis::Output Synthesis::forward(const Tensor& w, const Tensor& t_seq, int64
 
 // ---- Generator --------------------------------------------------------------------------------
 
+nn::TextHeadOutput GeneratorTextHead::forward(const Tensor& tokens, const Tensor& eot_index) const {
+  memory::ModuleScope root("G");  // nn::TextHead::forward adds "text_head"
+  return nn::TextHead::forward(tokens, eot_index);
+}
+
+Tensor GeneratorMapping::forward(const Tensor& z, const Tensor& t_g) const {
+  memory::ModuleScope root("G"), self("mapping");
+  return nn::MappingNetwork::forward(z, t_g);
+}
+
 Generator::Generator(const GeneratorConfig& g)
     : Module("Generator"),
       config((g.validate(), g)),  // validate first: a bad config is reported before any submodule is built
-      text_head(register_module<nn::TextHead>("text_head", text_head_config(g))),
-      mapping(register_module<nn::MappingNetwork>("mapping", mapping_config(g))),
+      text_head(register_module<GeneratorTextHead>("text_head", text_head_config(g))),
+      mapping(register_module<GeneratorMapping>("mapping", mapping_config(g))),
       synthesis(register_module<Synthesis>("synthesis", g)) {}
 
 Tensor Generator::text_w_avg(const Tensor& t_g, const Tensor& z_samples) const {
@@ -226,7 +237,6 @@ Tensor Generator::text_w_avg(const Tensor& t_g, const Tensor& z_samples) const {
                    z_samples.size(1) == t_g.size(0) && z_samples.size(2) == config.z_dim,
                "Generator::text_w_avg: expected z_samples [n >= 1, {}, {}], got {}", t_g.size(0), config.z_dim,
                z_samples.defined() ? z_samples.sizes().str() : std::string("undefined"));
-  memory::ModuleScope scope("mapping");
   const int64_t n = z_samples.size(0), B = t_g.size(0);
   // One mapping call on the n*B stacked samples (row i*B + b: sample i of caption b), then the mean
   // over the n samples: w_c[b] = mean_i Mapping(z_i[b], t_g[b]).
@@ -252,18 +262,16 @@ Tensor Generator::truncate(const Tensor& w, const Truncation& t) const {
 
 Generator::Output Generator::forward(const Tensor& z, const Tensor& clip_tokens, const Tensor& eot_index,
                                      int64_t max_res, const Truncation& trunc) const {
+  // The parts open their module paths themselves (G.text_head, G.mapping, G.synthesis).
   Output out;
+  const nn::TextHeadOutput t = text_head.forward(clip_tokens, eot_index);
+  out.t_g = t.t_g;
+  out.t_seq = t.t_seq;
+  const Tensor w = mapping.forward(z, out.t_g);
   {
-    memory::ModuleScope scope("text_head");
-    const nn::TextHeadOutput t = text_head.forward(clip_tokens, eot_index);
-    out.t_g = t.t_g;
-    out.t_seq = t.t_seq;
+    memory::ModuleScope root("G"), scope("mapping");
+    out.w = truncate(w, trunc);
   }
-  {
-    memory::ModuleScope scope("mapping");
-    out.w = truncate(mapping.forward(z, out.t_g), trunc);
-  }
-  memory::ModuleScope scope("synthesis");
   Synthesis::Output s = synthesis.forward(out.w, out.t_seq, max_res);
   out.images = std::move(s.images);
   out.moe_loss = s.moe_loss;

@@ -25,6 +25,7 @@
 // reproduce the released model.
 // Progressive growing (spec 9): forward(.., max_resolution) stops after that resolution.
 //
+// Module paths (profiler tables): G.text_head.*, G.mapping.dense{i}, G.synthesis.b{r}.*.
 // Parameter names: text_head.*, mapping.dense{i}.*, synthesis.b{r}.{input, conv, conv{i}, attn{i},
 // torgb}.*, e.g. synthesis.b16.attn0.block1.moe.experts.3.w1.weight (the project convention of the
 // model preamble). Registration order = forward order (flat-buffer locality).
@@ -109,6 +110,23 @@ struct Truncation {
   Tensor w_text_avg;  // [B, w_dim] or [1, w_dim] (Generator::text_w_avg); undefined: global only
 };
 
+// The generator's text head and mapping network: the nn modules, with a forward that runs under
+// G's module path root (memory::ModuleScope "G"; TextHead adds "text_head" itself, the mapping
+// network gets "mapping"), as Synthesis::forward runs under "G.synthesis". Whoever calls them
+// (Generator::forward, the trainer's phases, TextToImage, G_ema when sampling) then profiles G's
+// work under "G.", as D's is under "D." (docs/memory.md). The forwards hide the base ones.
+class GeneratorTextHead : public nn::TextHead {
+ public:
+  using nn::TextHead::TextHead;
+  nn::TextHeadOutput forward(const Tensor& tokens, const Tensor& eot_index) const;
+};
+
+class GeneratorMapping : public nn::MappingNetwork {
+ public:
+  using nn::MappingNetwork::MappingNetwork;
+  Tensor forward(const Tensor& z, const Tensor& t_g = Tensor()) const;
+};
+
 class Generator : public nn::Module {
  public:
   explicit Generator(const GeneratorConfig& config);
@@ -134,8 +152,8 @@ class Generator : public nn::Module {
   Tensor truncate(const Tensor& w, const Truncation& t) const;
 
   GeneratorConfig config;
-  nn::TextHead& text_head;
-  nn::MappingNetwork& mapping;
+  GeneratorTextHead& text_head;
+  GeneratorMapping& mapping;
   Synthesis& synthesis;
 };
 

@@ -2,6 +2,7 @@
 #include "aurora/small_text_encoder.h"
 
 #include "tensor/error.h"
+#include "tensor/memory/profiler.h"
 #include "tensor/ops.h"
 
 namespace engine::aurora {
@@ -45,6 +46,9 @@ TextFeatures SmallTextEncoder::encode(const Tensor& ids) const {
   ENGINE_CHECK(ids.defined() && ids.dim() == 2 && ids.dtype() == DType::i64 && ids.size(1) <= context_length_,
                "SmallTextEncoder: expected ids i64 [B, L] with L <= {}, got {}", context_length_,
                ids.defined() ? ids.sizes().str() : std::string("undefined"));
+  // Trained with G (G's parameters, registered as G's "text_encoder"): profiled under G, for the
+  // generator's text and for D's condition alike.
+  memory::ModuleScope root("G"), scope("text_encoder");
   const int64_t B = ids.size(0), L = ids.size(1);
   // Hash the ids into the table on the host (a handful of integers per caption).
   const Tensor host = contiguous(ids.to(Device::cpu()));

@@ -4,10 +4,17 @@
 // gpu_test::check_op.
 //
 // Covered: sum, mean, amax, amin (ties share the gradient), logsumexp, var, argmax, softmax,
-// log_softmax, cross_entropy, layer_norm, group_norm, in f32 and f64, over several dim sets:
-// all dims (empty dims), one dim, several dims, keepdim, a non-contiguous (transposed) input,
-// and reductions long enough (> 4096 elements per output over few outputs) to take the chunked
-// two-launch path. Double backward wherever the CPU has it (everything but amax/amin, whose
+// log_softmax, cross_entropy (per-row and class-chunked), layer_norm, group_norm, in f32 and f64, over several dim sets:
+// all dims (empty dims), one dim, several dims, keepdim, non-contiguous inputs, and every chunking
+// of tensor/cuda/chunks.h: interleaved chunks for reductions over the innermost contiguous dim
+// (rows of 8, 9, 37, 100, 5000 and 140000 elements: 2, 2, 8, 16, 32 and 64 chunks, mostly not
+// dividing the row; many rows; rows of views whose kept dims are strided: an outer transpose and
+// a narrowed last dim), the one-thread-per-unit path for rows of fewer than 8 elements (no
+// interleaved chunking ever has more chunks than a quarter of the row, so "rows shorter than C"
+// cannot occur: those rows take this path), and blocked chunks for long strided reductions
+// (> 4096 elements per output over few outputs). The chunk plans and the index arithmetic of
+// both layouts are checked directly too (every element folded exactly once, partials combined
+// in chunk order), and the chunked results are checked to be the same bits run to run. Double backward wherever the CPU has it (everything but amax/amin, whose
 // gradient mask is a constant, and argmax, which has no gradient). sum over arbitrary dims is
 // also exercised through sum_to by the gradient of a broadcasting mul.
 //
@@ -18,10 +25,13 @@
 // f64: rtol 1e-11, atol 1e-12. argmax is compared exactly.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "gpu_fixtures.h"
+#include "tensor/cuda/chunks.h"
 #include "tensor/error.h"
 
 using namespace engine;
@@ -53,30 +63,67 @@ Tensor tied_input(const Dims& shape, DType dt, uint64_t seed) {
   return t;
 }
 
-std::string name_of(const char* op, DType dt, const Dims& shape, const Dims& dims, bool keepdim, bool transposed) {
+// How a case presents its input to the op.
+enum class View {
+  none,
+  transposed,        // transpose(x, 0, -1): the innermost dim becomes strided
+  outer_transposed,  // transpose(x, 0, 1): kept dims strided, the innermost dim still contiguous
+  narrowed,          // narrow(x, -1, 1, n - 2): contiguous rows that do not abut
+};
+
+const char* view_name(View v) {
+  switch (v) {
+    case View::none: return "";
+    case View::transposed: return " transposed";
+    case View::outer_transposed: return " outer-transposed";
+    case View::narrowed: return " narrowed";
+  }
+  return "";
+}
+
+Tensor view_of(const Tensor& x, View v) {
+  switch (v) {
+    case View::none: return x;
+    case View::transposed: return transpose(x, 0, -1);
+    case View::outer_transposed: return transpose(x, 0, 1);
+    case View::narrowed: return narrow(x, -1, 1, x.size(-1) - 2);
+  }
+  return x;
+}
+
+std::string name_of(const char* op, DType dt, const Dims& shape, const Dims& dims, bool keepdim, View view) {
   return std::string(op) + " " + dtype_name(dt) + " shape " + shape.str() + " dims " +
-         (dims.empty() ? std::string("all") : dims.str()) + (keepdim ? " keepdim" : "") +
-         (transposed ? " transposed" : "");
+         (dims.empty() ? std::string("all") : dims.str()) + (keepdim ? " keepdim" : "") + view_name(view);
 }
 
 struct ReduceCase {
   Dims shape, dims;
-  bool keepdim, transposed;  // transposed: the op sees transpose(x, 0, -1), a non-contiguous view
+  bool keepdim;
+  View view;
 };
 
 const std::vector<ReduceCase>& reduce_cases() {
   static const std::vector<ReduceCase> cases = {
-      {{2, 3, 4}, {}, false, false},        // all dims
-      {{2, 3, 4}, {1}, false, false},       // one middle dim
-      {{2, 3, 4}, {0, 2}, true, false},     // several dims, keepdim
-      {{2, 3, 4}, {-1}, false, true},       // innermost dim of a transposed view
-      {{3, 4, 5}, {0, 1}, false, true},     // several dims of a transposed view
-      {{4, 5}, {0, 1}, true, false},        // every dim named explicitly
-      {{5}, {0}, false, false},             // 1-D
-      {{3, 5000}, {1}, false, false},       // long rows, few outputs: chunked
-      {{70, 80}, {}, false, false},         // full reduction of 5600 elements: chunked
-      {{6000, 3}, {0}, true, false},        // long strided reduction: chunked
-      {{2, 4500, 2}, {1}, false, true},     // chunked over a transposed view
+      {{2, 3, 4}, {}, false, View::none},              // all dims (24 contiguous: 4 interleaved chunks)
+      {{2, 3, 4}, {1}, false, View::none},             // one middle dim
+      {{2, 3, 4}, {0, 2}, true, View::none},           // several dims, keepdim
+      {{2, 3, 4}, {-1}, false, View::transposed},      // innermost dim of a transposed view
+      {{3, 4, 5}, {0, 1}, false, View::transposed},    // several dims of a transposed view
+      {{4, 5}, {0, 1}, true, View::none},              // every dim named explicitly
+      {{5}, {0}, false, View::none},                   // 1-D, 5 elements: one thread per output
+      {{6, 7}, {1}, false, View::none},                // rows of 7 < 8: one thread per output
+      {{5, 8}, {1}, false, View::none},                // rows of 8: 2 interleaved chunks
+      {{7, 9}, {-1}, true, View::none},                // 2 chunks not dividing the row
+      {{30, 37}, {1}, false, View::none},              // 8 chunks, 37 = 4 * 8 + 5
+      {{3, 100}, {-1}, false, View::none},             // 16 chunks, 100 = 6 * 16 + 4
+      {{4, 3, 37}, {-1}, false, View::outer_transposed},  // contiguous rows, strided kept dims
+      {{4, 39}, {1}, false, View::narrowed},           // rows of 37 at a row stride of 39
+      {{3, 5000}, {1}, false, View::none},             // long rows: 32 interleaved chunks
+      {{2, 140000}, {1}, false, View::none},           // very long rows: 64 chunks of <= 4096
+      {{20000, 9}, {-1}, false, View::none},           // many short rows
+      {{70, 80}, {}, false, View::none},               // full reduction of 5600 contiguous elements
+      {{6000, 3}, {0}, true, View::none},              // long strided reduction: blocked chunks
+      {{2, 4500, 2}, {1}, false, View::transposed},    // blocked chunks over a transposed view
   };
   return cases;
 }
@@ -84,10 +131,7 @@ const std::vector<ReduceCase>& reduce_cases() {
 // Applies the case's view to x, then op.
 template <typename Op>
 std::function<Tensor(const std::vector<Tensor>&)> with_view(const ReduceCase& c, Op op) {
-  return [c, op](const std::vector<Tensor>& in) {
-    Tensor x = c.transposed ? transpose(in[0], 0, -1) : in[0];
-    return op(x);
-  };
+  return [c, op](const std::vector<Tensor>& in) { return op(view_of(in[0], c.view)); };
 }
 
 }  // namespace
@@ -102,15 +146,15 @@ TEST_CASE("sum, mean, logsumexp and var on CUDA match the CPU (forward, backward
       const bool kd = c.keepdim;
       // The long cases skip the double backward (slow in the emulated build; same kernels).
       const bool second = c.shape.product() < 4096;
-      check_op(name_of("sum", dt, c.shape, dims, kd, c.transposed), {input(c.shape, dt, ++seed)},
+      check_op(name_of("sum", dt, c.shape, dims, kd, c.view), {input(c.shape, dt, ++seed)},
                with_view(c, [=](const Tensor& x) { return sum(x, dims, kd); }), t.rtol, t.atol, second);
-      check_op(name_of("mean", dt, c.shape, dims, kd, c.transposed), {input(c.shape, dt, ++seed)},
+      check_op(name_of("mean", dt, c.shape, dims, kd, c.view), {input(c.shape, dt, ++seed)},
                with_view(c, [=](const Tensor& x) { return mean(x, dims, kd); }), t.rtol, t.atol, second);
-      check_op(name_of("logsumexp", dt, c.shape, dims, kd, c.transposed), {input(c.shape, dt, ++seed)},
+      check_op(name_of("logsumexp", dt, c.shape, dims, kd, c.view), {input(c.shape, dt, ++seed)},
                with_view(c, [=](const Tensor& x) { return logsumexp(x, dims, kd); }), t.rtol, t.atol, second);
-      check_op(name_of("var", dt, c.shape, dims, kd, c.transposed), {input(c.shape, dt, ++seed)},
+      check_op(name_of("var", dt, c.shape, dims, kd, c.view), {input(c.shape, dt, ++seed)},
                with_view(c, [=](const Tensor& x) { return var(x, dims, 1, kd); }), t.rtol, t.atol, second);
-      check_op(name_of("var correction 0", dt, c.shape, dims, kd, c.transposed), {input(c.shape, dt, ++seed)},
+      check_op(name_of("var correction 0", dt, c.shape, dims, kd, c.view), {input(c.shape, dt, ++seed)},
                with_view(c, [=](const Tensor& x) { return var(x, dims, 0, kd); }), t.rtol, t.atol, false);
     }
   }
@@ -124,9 +168,9 @@ TEST_CASE("amax and amin on CUDA match the CPU, ties sharing the gradient") {
     for (const ReduceCase& c : reduce_cases()) {
       const Dims dims = c.dims;
       const bool kd = c.keepdim;
-      check_op(name_of("amax", dt, c.shape, dims, kd, c.transposed), {tied_input(c.shape, dt, ++seed)},
+      check_op(name_of("amax", dt, c.shape, dims, kd, c.view), {tied_input(c.shape, dt, ++seed)},
                with_view(c, [=](const Tensor& x) { return amax(x, dims, kd); }), t.rtol, t.atol);
-      check_op(name_of("amin", dt, c.shape, dims, kd, c.transposed), {tied_input(c.shape, dt, ++seed)},
+      check_op(name_of("amin", dt, c.shape, dims, kd, c.view), {tied_input(c.shape, dt, ++seed)},
                with_view(c, [=](const Tensor& x) { return amin(x, dims, kd); }), t.rtol, t.atol);
     }
   }
@@ -152,10 +196,10 @@ TEST_CASE("argmax on CUDA equals the CPU (first maximum, NaN counts as the maxim
   for (DType dt : {DType::f32, DType::f64}) {
     for (const ReduceCase& c : reduce_cases()) {
       const Tensor xc = tied_input(c.shape, dt, 7).detach();
-      const Tensor view_c = c.transposed ? transpose(xc, 0, -1) : xc;
-      const Tensor view_g = c.transposed ? transpose(xc.to(kGpu), 0, -1) : xc.to(kGpu);
+      const Tensor view_c = view_of(xc, c.view);
+      const Tensor view_g = view_of(xc.to(kGpu), c.view);
       for (int64_t d = 0; d < view_c.dim(); ++d) {
-        CAPTURE(name_of("argmax", dt, c.shape, {d}, c.keepdim, c.transposed));
+        CAPTURE(name_of("argmax", dt, c.shape, {d}, c.keepdim, c.view));
         const Tensor a = argmax(view_g, d, c.keepdim);
         CHECK(a.device().is_cuda());
         gpu_test::check_equal("argmax", a, argmax(view_c, d, c.keepdim));
@@ -196,21 +240,33 @@ TEST_CASE("softmax and log_softmax on CUDA match the CPU") {
     struct Case {
       Dims shape;
       int64_t dim;
-      bool transposed;
+      View view;
     };
-    const std::vector<Case> cases = {{{4, 7}, 1, false}, {{4, 7}, 0, false}, {{2, 3, 5}, 1, false},
-                                     {{2, 3, 5}, -1, true}, {{3, 6}, 0, true}, {{2, 5000}, 1, false},
-                                     {{6000, 2}, 0, false}, {{3, 4500}, 0, true}};  // long lines: chunked
+    const std::vector<Case> cases = {
+        {{4, 7}, 1, View::none},               // lines of 7: one thread per line
+        {{4, 7}, 0, View::none},               // strided lines
+        {{2, 3, 5}, 1, View::none},            // strided lines of 3
+        {{2, 3, 5}, -1, View::transposed},     // strided lines of 2
+        {{3, 6}, 0, View::transposed},         // contiguous lines of 6 (< 8): one thread per line
+        {{5, 9}, 1, View::none},               // 2 interleaved chunks
+        {{3, 100}, -1, View::none},            // 16 interleaved chunks
+        {{4, 3, 37}, -1, View::outer_transposed},  // 8 chunks, contiguous lines, strided line starts
+        {{4, 39}, 1, View::narrowed},          // lines of 37 at a line stride of 39
+        {{2, 5000}, 1, View::none},           // long lines: 32 interleaved chunks
+        {{1, 140000}, 1, View::none},         // 64 interleaved chunks
+        {{20000, 9}, 1, View::none},          // many short lines
+        {{6000, 2}, 0, View::none},           // long strided lines: blocked chunks
+        {{3, 4500}, 0, View::transposed}};    // blocked chunks of a transposed view
     uint64_t seed = 200;
     for (const Case& c : cases) {
       for (bool log : {false, true}) {
         const int64_t dim = c.dim;
-        const bool tr = c.transposed;
+        const View view = c.view;
         auto f = [=](const std::vector<Tensor>& in) {
-          Tensor x = tr ? transpose(in[0], 0, -1) : in[0];
+          const Tensor x = view_of(in[0], view);
           return log ? log_softmax(x, dim) : softmax(x, dim);
         };
-        const std::string what = name_of(log ? "log_softmax" : "softmax", dt, c.shape, {dim}, false, tr);
+        const std::string what = name_of(log ? "log_softmax" : "softmax", dt, c.shape, {dim}, false, view);
         const Tensor x = input(c.shape, dt, ++seed);
         check_op(what + " (fused backward)", {x}, f, t.rtol, t.atol, false);
         check_op(what + " (composite backward, double backward)", {x}, f, t.rtol, t.atol, true);
@@ -232,6 +288,34 @@ TEST_CASE("cross_entropy on CUDA matches the CPU") {
     check_op(std::string("cross_entropy transposed ") + dtype_name(dt), {input({5, 6}, dt, 302), target},
              [](const std::vector<Tensor>& in) { return cross_entropy(transpose(in[0], 0, 1), in[1]); }, t.rtol,
              t.atol, true);
+  }
+  // Classes contiguous, 8 or more of them: interleaved chunks over each row's classes (2, 8, 32
+  // and 64 chunks; many rows; rows of a narrowed view, whose row stride exceeds the class count).
+  struct CeCase {
+    int64_t rows, classes;
+    bool narrowed, second;
+  };
+  for (DType dt : {DType::f32, DType::f64}) {
+    const Tol t = tol_of(dt);
+    for (const CeCase& c : std::vector<CeCase>{{5, 9, false, true},
+                                               {6, 37, false, true},
+                                               {4, 37, true, true},
+                                               {3, 5000, false, false},
+                                               {1, 140000, false, false},
+                                               {20000, 9, false, false}}) {
+      std::vector<double> tv(size_t(c.rows));
+      for (int64_t r = 0; r < c.rows; ++r) tv[size_t(r)] = double((r * 7 + 3) % c.classes);
+      const Tensor target = from_vector(tv, {c.rows}, opts(DType::i64));
+      const Dims shape{c.rows, c.narrowed ? c.classes + 2 : c.classes};
+      const bool narrowed = c.narrowed;
+      check_op(std::string("cross_entropy ") + dtype_name(dt) + " shape " + shape.str() + (narrowed ? " narrowed" : ""),
+               {input(shape, dt, 303 + uint64_t(c.classes)), target},
+               [narrowed](const std::vector<Tensor>& in) {
+                 const Tensor x = narrowed ? narrow(in[0], 1, 1, in[0].size(1) - 2) : in[0];
+                 return cross_entropy(x, in[1]);
+               },
+               t.rtol, t.atol, c.second);
+    }
   }
   const Tensor bad = from_vector({0, 5}, {2}, opts(DType::i64)).to(kGpu);
   CHECK_THROWS_WITH_AS(cross_entropy(zeros({2, 5}).to(kGpu), bad), doctest::Contains("target 5 out of range"),
@@ -280,9 +364,112 @@ TEST_CASE("layer_norm and group_norm on CUDA match the CPU") {
       check_op(std::string("group_norm long rows plain ") + dtype_name(dt), {input({1, 2, 4500}, dt, 421)},
                [](const std::vector<Tensor>& in) { return group_norm(in[0], 1); }, t.rtol, t.atol, second);
     }
+    // Row lengths around the interleaved chunk counts (chunks.h): 5 (one thread per row), 8 and 9
+    // (2 chunks), 37 (8 chunks), many rows of 9, and 140000 (64 chunks of <= 4096).
+    for (int64_t k : {5, 8, 9, 37}) {
+      check_op(std::string("layer_norm rows of ") + std::to_string(k) + " " + dtype_name(dt),
+               {input({6, k}, dt, 430 + uint64_t(k)), input({k}, dt, 431), input({k}, dt, 432)},
+               [k](const std::vector<Tensor>& in) { return layer_norm(in[0], {k}, in[1], in[2]); }, t.rtol, t.atol,
+               true);
+    }
+    check_op(std::string("group_norm rows of 37 ") + dtype_name(dt), {input({3, 2, 37}, dt, 433)},
+             [](const std::vector<Tensor>& in) { return group_norm(in[0], 2); }, t.rtol, t.atol, true);
+    check_op(std::string("layer_norm many rows of 9 ") + dtype_name(dt),
+             {input({20000, 9}, dt, 434), input({9}, dt, 435), input({9}, dt, 436)},
+             [](const std::vector<Tensor>& in) { return layer_norm(in[0], {9}, in[1], in[2]); }, t.rtol, t.atol);
+    check_op(std::string("layer_norm very long rows ") + dtype_name(dt),
+             {input({1, 140000}, dt, 437), input({140000}, dt, 438), input({140000}, dt, 439)},
+             [](const std::vector<Tensor>& in) { return layer_norm(in[0], {140000}, in[1], in[2]); }, t.rtol, t.atol);
     // Many rows: layer_norm's column sums take several row chunks.
     check_op(std::string("layer_norm many rows ") + dtype_name(dt),
              {input({2500, 3}, dt, 410), input({3}, dt, 411), input({3}, dt, 412)},
              [](const std::vector<Tensor>& in) { return layer_norm(in[0], {3}, in[1], in[2]); }, t.rtol, t.atol);
   }
+}
+
+TEST_CASE("chunk plans: interleaved for contiguous units, blocked for long strided ones") {
+  using engine::cuda::Chunks;
+  using engine::cuda::plan_chunks;
+  struct Want {
+    int64_t units, len;
+    bool contiguous;
+    int64_t n_chunks;
+    bool interleaved;
+  };
+  // C is the largest of 32, 16, ..., 2 with at least 4 elements per chunk; above 32 * 4096 a
+  // multiple of 32 with at most 4096 per chunk; strided units > 4096 over < 16384 units: blocked.
+  for (const Want& w : std::vector<Want>{{10, 7, true, 1, false},
+                                         {10, 8, true, 2, true},
+                                         {10, 15, true, 2, true},
+                                         {10, 16, true, 4, true},
+                                         {10, 37, true, 8, true},
+                                         {10, 100, true, 16, true},
+                                         {100000, 128, true, 32, true},
+                                         {1, 32 * 4096, true, 32, true},
+                                         {1, 32 * 4096 + 1, true, 64, true},
+                                         {1, 140000, true, 64, true},
+                                         {3, 5000, false, 2, false},
+                                         {3, 4096, false, 1, false},
+                                         {20000, 5000, false, 1, false},
+                                         {10, 100, false, 1, false}}) {
+    CAPTURE(w.units);
+    CAPTURE(w.len);
+    CAPTURE(w.contiguous);
+    const Chunks ch = plan_chunks(w.units, w.len, w.contiguous);
+    CHECK(ch.n_chunks == w.n_chunks);
+    CHECK(ch.interleaved == (w.n_chunks > 1 && w.interleaved));
+  }
+}
+
+TEST_CASE("chunk spans fold every element once; partials combine in chunk order") {
+  using namespace engine::cuda;
+  for (const auto& [units, len, contiguous] :
+       std::vector<std::tuple<int64_t, int64_t, bool>>{{3, 9, true}, {5, 37, true}, {2, 140000, true},
+                                                       {2, 9000, false}, {3, 4097, false}}) {
+    const Chunks ch = plan_chunks(units, len, contiguous);
+    REQUIRE(ch.n_chunks > 1);
+    CAPTURE(units);
+    CAPTURE(len);
+    std::vector<int> seen(size_t(units * len), 0);
+    std::vector<int64_t> slot_of_thread(size_t(units * ch.n_chunks), -1);
+    for (int64_t i = 0; i < units * ch.n_chunks; ++i) {
+      const ChunkSpan sp = chunk_span(ch, i);
+      REQUIRE(sp.unit >= 0);
+      REQUIRE(sp.unit < units);
+      for (int64_t j = sp.begin; j < sp.end; j += sp.step) ++seen[size_t(sp.unit * len + j)];
+      // Interleaved: neighbouring threads of a unit start at neighbouring elements.
+      if (ch.interleaved) CHECK(sp.begin == i % ch.n_chunks);
+    }
+    CHECK(std::count(seen.begin(), seen.end(), 1) == int64_t(seen.size()));
+    // Each thread's partial part[i] = i; combining unit u must visit the slots of its chunks
+    // 0, 1, ..., n_chunks - 1 in that order, and these must be exactly the threads of unit u.
+    std::vector<int64_t> part(size_t(units * ch.n_chunks));
+    for (size_t i = 0; i < part.size(); ++i) part[i] = int64_t(i);
+    for (int64_t u = 0; u < units; ++u) {
+      std::vector<int64_t> order;
+      const auto record = [&order](int64_t a, int64_t b) {
+        if (order.empty()) order.push_back(a);
+        order.push_back(b);
+        return b;
+      };
+      combine_chunks(ch, part.data(), u, record);
+      REQUIRE(int64_t(order.size()) == ch.n_chunks);
+      for (int64_t c = 0; c < ch.n_chunks; ++c) {
+        const ChunkSpan sp = chunk_span(ch, order[size_t(c)]);
+        CHECK(sp.unit == u);
+        // chunk c's first element: c (interleaved) or c * chunk_len (blocked)
+        CHECK(sp.begin == (ch.interleaved ? c : c * ch.chunk_len));
+      }
+    }
+  }
+}
+
+TEST_CASE("chunked reductions on CUDA give the same bits run to run") {
+  if (gpu_test::no_device()) return;
+  const Tensor x = input({3, 140000}, DType::f32, 500, false).to(kGpu);
+  const Tensor rows = input({20000, 37}, DType::f32, 501, false).to(kGpu);
+  gpu_test::check_equal("sum", sum(x, {1}), sum(x, {1}).to(Device::cpu()));
+  gpu_test::check_equal("var", var(rows, {1}, 1), var(rows, {1}, 1).to(Device::cpu()));
+  gpu_test::check_equal("softmax", softmax(x, 1), softmax(x, 1).to(Device::cpu()));
+  gpu_test::check_equal("layer_norm", layer_norm(rows, {37}), layer_norm(rows, {37}).to(Device::cpu()));
 }

@@ -7,8 +7,8 @@
 //  2. A profile of 2 steps after 1 warm-up step writes every file, and each is well-formed:
 //     trace.json parses (nlohmann_json) and has complete ("X") op events and counter ("C")
 //     events; table.csv has rows of the G_main, D_main and D_r1 phases and of the fwd, bwd and
-//     bwd2 passes; per_module.csv has module paths of G (b4.*) and D (D.*); summary.txt has one line per step with a
-//     time for each phase, and the session's peak equals the sum of table.csv's at_peak column
+//     bwd2 passes; per_module.csv has module paths of G (G.*, e.g. G.synthesis.b4.*) and D
+//     (D.*) and no others; summary.txt has one line per step with a time for each phase, and the session's peak equals the sum of table.csv's at_peak column
 //     plus the bytes alive at the peak that no profiled op allocated (two independent counts:
 //     the allocator's live counter and the live-set snapshot).
 //     The micro config has r1_interval 2, so without the profile's "R1 every step" the second
@@ -190,8 +190,20 @@ TEST_CASE("aurora profile: every file of a 2-step profile, well-formed and consi
   const std::string per_module = read_text(out + "/per_module.csv");
   INFO(per_module);
   CHECK(per_module.rfind("module,calls,at_peak_bytes", 0) == 0);
-  CHECK(per_module.find("\nb4") != std::string::npos);  // G's 4 px block (G's paths start below G)
+  // G's paths start with "G." as D's with "D.": every row is G's, D's, or outside any module.
+  CHECK(per_module.find("\nG.synthesis.b4") != std::string::npos);  // G's 4 px block
+  CHECK(per_module.find("\nG.mapping.dense0") != std::string::npos);
+  CHECK(per_module.find("\nG.text_encoder") != std::string::npos);
   CHECK(per_module.find("\nD.") != std::string::npos);
+  {
+    std::istringstream module_rows(per_module);
+    std::getline(module_rows, line);  // the header
+    while (std::getline(module_rows, line)) {
+      const std::string module = line.substr(0, line.find(','));
+      CHECK_MESSAGE((module.empty() || module == "-" || module.rfind("G.", 0) == 0 || module.rfind("D.", 0) == 0),
+                    "a module path outside G. and D.: ", module);
+    }
+  }
 
   // summary.txt: one line per profiled step, then the session line.
   std::istringstream summary(read_text(out + "/summary.txt"));

@@ -15,13 +15,9 @@ namespace {
 // Rows per chunk of layer_norm's column sums: long enough to amortise the second pass, short
 // enough that a large batch of rows gives many threads. Fixed by the shapes only.
 constexpr int64_t kRowChunk = 1024;
-// Rows longer than kLongRow, fewer than kFewRows of them, are split into chunks of kLongRow
-// values (norm.cu); a function of the shapes only.
-constexpr int64_t kLongRow = 4096;
-constexpr int64_t kFewRows = 16384;
-
-bool chunked(const NormShape& s) { return s.cg * s.hw > kLongRow && s.rows < kFewRows; }
-int64_t chunks_of(const NormShape& s) { return (s.cg * s.hw + kLongRow - 1) / kLongRow; }
+// The rows are contiguous: every row of 8 or more values is cut into interleaved chunks
+// (chunks.h), so that a warp's loads coalesce; a function of the shapes only.
+Chunks row_chunks(const NormShape& s) { return plan_chunks(s.rows, s.cg * s.hw, /*contiguous=*/true); }
 
 void check_operands(const char* op, const Tensor& ref, std::initializer_list<const Tensor*> ts) {
   check_device(ref.device(), op);
@@ -51,12 +47,13 @@ void norm_forward(const NormShape& s, const Tensor& y, const Tensor& mean, const
   DeviceGuard guard(x.device());
   dispatch_floating(x.dtype(), "norm_forward", [&](auto zero) {
     using T = decltype(zero);
-    if (chunked(s)) {
+    const Chunks ch = row_chunks(s);
+    if (ch.n_chunks > 1) {
       // Partial sums; freed on return, their reuse ordered after the kernels on the stream.
-      Tensor scratch = empty({(2 * chunks_of(s) + 2) * s.rows}, opts(DType::f64, x.device()));
+      Tensor scratch = empty({(2 * ch.n_chunks + 2) * s.rows}, opts(DType::f64, x.device()));
       launch_norm_forward_chunked<T>(s, x.data<T>(), ptr_or_null<T>(w), ptr_or_null<T>(b), y.data<T>(),
-                                     mean.data<double>(), rstd.data<double>(), kLongRow, chunks_of(s),
-                                     scratch.data<double>(), compute_stream(x.device()));
+                                     mean.data<double>(), rstd.data<double>(), ch, scratch.data<double>(),
+                                     compute_stream(x.device()));
     } else {
       launch_norm_forward<T>(s, x.data<T>(), ptr_or_null<T>(w), ptr_or_null<T>(b), y.data<T>(), mean.data<double>(),
                              rstd.data<double>(), compute_stream(x.device()));
@@ -74,11 +71,11 @@ void norm_backward(const NormShape& s, bool layer, const Tensor& dx, const Tenso
   dispatch_floating(x.dtype(), "norm_backward", [&](auto zero) {
     using T = decltype(zero);
     if (dx.defined() && s.rows > 0 && k > 0) {
-      if (chunked(s)) {
-        Tensor scratch = empty({(2 * chunks_of(s) + 2) * s.rows}, opts(DType::f64, dev));
+      const Chunks ch = row_chunks(s);
+      if (ch.n_chunks > 1) {
+        Tensor scratch = empty({(2 * ch.n_chunks + 2) * s.rows}, opts(DType::f64, dev));
         launch_norm_backward_dx_chunked<T>(s, g.data<T>(), x.data<T>(), ptr_or_null<T>(w), mean.data<double>(),
-                                           rstd.data<double>(), dx.data<T>(), kLongRow, chunks_of(s),
-                                           scratch.data<double>(), stream);
+                                           rstd.data<double>(), dx.data<T>(), ch, scratch.data<double>(), stream);
       } else {
         launch_norm_backward_dx<T>(s, g.data<T>(), x.data<T>(), ptr_or_null<T>(w), mean.data<double>(),
                                    rstd.data<double>(), dx.data<T>(), stream);

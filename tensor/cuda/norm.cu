@@ -1,10 +1,16 @@
 // norm.cu: layer_norm and group_norm kernels with the portable row bodies of
-// tensor/kernels/norm.h (the ones the CPU calls): one thread per normalised row computes the
-// row's mean and rstd (two passes, double) and writes the row, in the CPU's order. Parameter
-// gradients: per-(chunk, column) or per-(sample, channel) partial sums in double, combined in a
-// second launch in a fixed order (deterministic, no atomics). Long rows over few of them are split
-// into chunks: partial sums per (chunk, row), combined per row in chunk order, then one thread per
-// element (kernels/norm.h's element forms of the row bodies).
+// tensor/kernels/norm.h (the ones the CPU calls).
+//
+// Normalised rows are contiguous, so every row of 8 or more values is cut into interleaved chunks
+// (chunks.h: chunk c reads values c, c + C, ..., so a warp's loads coalesce): one thread per
+// (row, chunk) writes partial sums in double, a second launch combines each row's partials in
+// chunk order. The statistics stay two passes (the mean, then the sum of squared deviations from
+// it, centred in T as the CPU's row_moments), and the output is written one thread per element
+// (kernels/norm.h's element forms of the row bodies). Shorter rows: one thread per row runs the
+// CPU's row body in the CPU's order. Parameter gradients: per-(chunk, column) or per-(sample,
+// channel) partial sums in double, combined in a second launch in a fixed order (deterministic,
+// no atomics).
+#include "tensor/cuda/chunks.h"
 #include "tensor/cuda/launch.cuh"
 #include "tensor/cuda/norm_launch.h"
 #include "tensor/kernels/norm.h"
@@ -41,38 +47,36 @@ void launch_norm_backward_dx(const NormShape& s, const T* g, const T* x, const T
 
 template <typename T>
 void launch_norm_forward_chunked(const NormShape& s, const T* x, const T* w, const T* b, T* y, double* mean,
-                                 double* rstd, int64_t chunk, int64_t n_chunks, double* scratch, Stream stream) {
-  const int64_t k = s.cg * s.hw, rows = s.rows;
-  double* part = scratch;  // [n_chunks, rows]
+                                 double* rstd, const Chunks& ch, double* scratch, Stream stream) {
+  const int64_t k = s.cg * s.hw, rows = s.rows, n_chunks = ch.n_chunks;
+  double* part = scratch;  // [rows * n_chunks], chunk_slot order
   // Pass 1: sums of x -> the means.
   launch_elements(
       n_chunks * rows,
       [=] ENGINE_KERNEL(int64_t i) {
-        const int64_t c = i / rows, r = i % rows;
-        const int64_t j1 = (c + 1) * chunk < k ? (c + 1) * chunk : k;
+        const ChunkSpan sp = chunk_span(ch, i);
+        const T* xr = x + sp.unit * k;
         double acc = 0;
-        for (int64_t j = c * chunk; j < j1; ++j) acc += double(x[r * k + j]);
+        for (int64_t j = sp.begin; j < sp.end; j += sp.step) acc += double(xr[j]);
         part[i] = acc;
       },
       stream);
   launch_elements(
       rows,
       [=] ENGINE_KERNEL(int64_t r) {
-        double acc = 0;
-        for (int64_t c = 0; c < n_chunks; ++c) acc += part[c * rows + r];
-        mean[r] = acc / double(k);
+        mean[r] = combine_chunks(ch, part, r, [](double a, double b) { return a + b; }) / double(k);
       },
       stream);
   // Pass 2: squared deviations (centred in T as row_moments) -> rstd.
   launch_elements(
       n_chunks * rows,
       [=] ENGINE_KERNEL(int64_t i) {
-        const int64_t c = i / rows, r = i % rows;
-        const int64_t j1 = (c + 1) * chunk < k ? (c + 1) * chunk : k;
-        const kernels::Centre<T> centre(mean[r]);
+        const ChunkSpan sp = chunk_span(ch, i);
+        const T* xr = x + sp.unit * k;
+        const kernels::Centre<T> centre(mean[sp.unit]);
         double acc = 0;
-        for (int64_t j = c * chunk; j < j1; ++j) {
-          const T d = centre(x[r * k + j]);
+        for (int64_t j = sp.begin; j < sp.end; j += sp.step) {
+          const T d = centre(xr[j]);
           acc += double(T(d * d));
         }
         part[i] = acc;
@@ -82,8 +86,7 @@ void launch_norm_forward_chunked(const NormShape& s, const T* x, const T* w, con
   launch_elements(
       rows,
       [=] ENGINE_KERNEL(int64_t r) {
-        double q = 0;
-        for (int64_t c = 0; c < n_chunks; ++c) q += part[c * rows + r];
+        const double q = combine_chunks(ch, part, r, [](double a, double b) { return a + b; });
         rstd[r] = 1.0 / sqrt(q / double(k) + eps);
       },
       stream);
@@ -101,35 +104,31 @@ void launch_norm_forward_chunked(const NormShape& s, const T* x, const T* w, con
 
 template <typename T>
 void launch_norm_backward_dx_chunked(const NormShape& s, const T* g, const T* x, const T* w, const double* mean,
-                                     const double* rstd, T* dx, int64_t chunk, int64_t n_chunks, double* scratch,
-                                     Stream stream) {
-  const int64_t k = s.cg * s.hw, rows = s.rows;
-  double* part = scratch;                   // [n_chunks, rows, 2]
-  double* sums = scratch + 2 * n_chunks * rows;  // [rows, 2]: sum(gw), sum(gw (x - mu))
+                                     const double* rstd, T* dx, const Chunks& ch, double* scratch, Stream stream) {
+  const int64_t k = s.cg * s.hw, rows = s.rows, n_chunks = ch.n_chunks;
+  double* part_g = scratch;                      // [rows * n_chunks]: partial sum(gw), chunk_slot order
+  double* part_gx = part_g + n_chunks * rows;    // the same for sum(gw (x - mu))
+  double* sums = part_gx + n_chunks * rows;      // [rows, 2]: sum(gw), sum(gw (x - mu))
   launch_elements(
       n_chunks * rows,
       [=] ENGINE_KERNEL(int64_t i) {
-        const int64_t c = i / rows, r = i % rows;
-        const int64_t j1 = (c + 1) * chunk < k ? (c + 1) * chunk : k;
+        const ChunkSpan sp = chunk_span(ch, i);
+        const int64_t r = sp.unit;
         const T* wr = w ? w + (r % s.groups) * s.cg : nullptr;
         const kernels::Centre<T> centre(mean[r]);
         double sg = 0, sgx = 0;
-        for (int64_t j = c * chunk; j < j1; ++j)
+        for (int64_t j = sp.begin; j < sp.end; j += sp.step)
           kernels::norm_backward_terms(g[r * k + j], x[r * k + j], j, s.hw, wr, centre, &sg, &sgx);
-        part[2 * i] = sg;
-        part[2 * i + 1] = sgx;
+        part_g[i] = sg;
+        part_gx[i] = sgx;
       },
       stream);
   launch_elements(
       rows,
       [=] ENGINE_KERNEL(int64_t r) {
-        double sg = 0, sgx = 0;
-        for (int64_t c = 0; c < n_chunks; ++c) {
-          sg += part[2 * (c * rows + r)];
-          sgx += part[2 * (c * rows + r) + 1];
-        }
-        sums[2 * r] = sg;
-        sums[2 * r + 1] = sgx;
+        const auto plus = [](double a, double b) { return a + b; };
+        sums[2 * r] = combine_chunks(ch, part_g, r, plus);
+        sums[2 * r + 1] = combine_chunks(ch, part_gx, r, plus);
       },
       stream);
   launch_elements(
@@ -207,9 +206,9 @@ void launch_group_norm_param_grads(const NormShape& s, const T* g, const T* x, c
   template void launch_norm_backward_dx<T>(const NormShape&, const T*, const T*, const T*, const double*,            \
                                            const double*, T*, Stream);                                               \
   template void launch_norm_forward_chunked<T>(const NormShape&, const T*, const T*, const T*, T*, double*, double*,  \
-                                               int64_t, int64_t, double*, Stream);                                   \
+                                               const Chunks&, double*, Stream);                                      \
   template void launch_norm_backward_dx_chunked<T>(const NormShape&, const T*, const T*, const T*, const double*,    \
-                                                   const double*, T*, int64_t, int64_t, double*, Stream);            \
+                                                   const double*, T*, const Chunks&, double*, Stream);               \
   template void launch_layer_norm_param_grads<T>(const NormShape&, const T*, const T*, const double*, const double*, \
                                                  double*, int64_t, int64_t, T*, T*, Stream);                         \
   template void launch_group_norm_param_grads<T>(const NormShape&, const T*, const T*, const double*, const double*, \

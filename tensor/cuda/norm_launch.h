@@ -7,6 +7,7 @@
 #pragma once
 #include <cstdint>
 
+#include "tensor/cuda/chunks.h"
 #include "tensor/cuda/device.h"
 
 namespace engine::cuda {
@@ -27,16 +28,15 @@ template <typename T>
 void launch_norm_backward_dx(const NormShape& s, const T* g, const T* x, const T* w, const double* mean,
                              const double* rstd, T* dx, Stream stream);
 
-// The same two for long rows over few of them, each row split into n_chunks chunks of `chunk`
-// values (one thread per (chunk, row)): partial sums in double, combined per row in chunk order
-// by a separate launch, then one thread per element. `scratch`: (2 * n_chunks + 2) * rows doubles.
+// The same two with every row cut into chunks (ch, chunks.h; ch.n_units = rows, ch.len = k):
+// one thread per (row, chunk) writes partial sums in double, combined per row in chunk order by
+// a separate launch, then one thread per element. `scratch`: (2 * ch.n_chunks + 2) * rows doubles.
 template <typename T>
 void launch_norm_forward_chunked(const NormShape& s, const T* x, const T* w, const T* b, T* y, double* mean,
-                                 double* rstd, int64_t chunk, int64_t n_chunks, double* scratch, Stream stream);
+                                 double* rstd, const Chunks& ch, double* scratch, Stream stream);
 template <typename T>
 void launch_norm_backward_dx_chunked(const NormShape& s, const T* g, const T* x, const T* w, const double* mean,
-                                     const double* rstd, T* dx, int64_t chunk, int64_t n_chunks, double* scratch,
-                                     Stream stream);
+                                     const double* rstd, T* dx, const Chunks& ch, double* scratch, Stream stream);
 
 // layer_norm's dw, db (either may be null) over the k columns: thread (chunk c, column j) sums
 // rows [c * chunk, (c + 1) * chunk) into partial[2 * (c * k + j) + {0, 1}] (a device scratch of

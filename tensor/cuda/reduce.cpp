@@ -13,12 +13,6 @@ namespace engine::cuda {
 
 namespace {
 
-// A reduction of more than kChunkLen elements per output, over fewer than kFewOutputs outputs,
-// is cut into chunks of kChunkLen reduced elements (one thread each): a full sum of a large
-// tensor then runs on count / 4096 threads instead of one.
-constexpr int64_t kChunkLen = 4096;
-constexpr int64_t kFewOutputs = 16384;
-
 ReduceGeometry geometry_of(const cpu::ReducePlan& p) {
   ReduceGeometry g;
   g.n_kept = p.kept_sizes.size();
@@ -41,19 +35,18 @@ template <typename T, typename R, typename Out>
 void run_reduce(const char* op, const Tensor& x, const cpu::ReducePlan& p, Out* dst, const R& r) {
   check_device(x.device(), op);
   if (p.n_out == 0) return;
-  int64_t n_chunks = 1, chunk_len = p.count;
-  if (p.count > kChunkLen && p.n_out < kFewOutputs) {
-    chunk_len = kChunkLen;
-    n_chunks = (p.count + kChunkLen - 1) / kChunkLen;
-  }
+  // Interleaved chunks when the reduced elements of an output are one contiguous run (a
+  // reduction over the innermost dim), blocked chunks for long strided runs (chunks.h).
+  const bool contiguous = p.red_sizes.size() == 1 && p.red_strides[0] == 1;
+  const Chunks ch = plan_chunks(p.n_out, p.count, contiguous);
   // The chunks' accumulators; freed at the end of this function, which is safe while the kernels
   // still run because every later use of the block is ordered after them on the compute stream.
   Tensor scratch;
-  if (n_chunks > 1)
-    scratch = empty({int64_t(sizeof(typename R::Acc)) * p.n_out * n_chunks}, opts(DType::u8, x.device()));
+  if (ch.n_chunks > 1)
+    scratch = empty({int64_t(sizeof(typename R::Acc)) * p.n_out * ch.n_chunks}, opts(DType::u8, x.device()));
   DeviceGuard guard(x.device());
-  launch_reduce<R, T, Out>(geometry_of(p), x.data<T>(), dst, r, n_chunks > 1 ? scratch.raw_data() : nullptr,
-                           n_chunks, chunk_len, compute_stream(x.device()));
+  launch_reduce<R, T, Out>(geometry_of(p), x.data<T>(), dst, r, ch.n_chunks > 1 ? scratch.raw_data() : nullptr, ch,
+                           compute_stream(x.device()));
 }
 
 void check_out(const char* op, const Tensor& out, const Tensor& x, const cpu::ReducePlan& p) {

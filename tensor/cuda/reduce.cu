@@ -2,11 +2,15 @@
 // portable reducers of tensor/kernels/reduce.h, the same bodies the CPU loop drives.
 //
 // One thread per output element folds its reduced elements (row-major order, r.step per
-// element). A long reduction over few outputs is split into chunks of fixed length, one thread
-// per (chunk, output), whose accumulators a second launch combines in chunk order
-// (reduce_launch.h). Sums accumulate in double as on the CPU; the order differs from the CPU's
-// 16-lane order, so results agree to rounding (f32: exactly after the final rounding in almost
-// every case, f64: to ~1e-15 relative for well-conditioned data).
+// element), or the reduction is cut into chunks (chunks.h, planned in reduce.cpp): one thread per
+// (output, chunk) folds its chunk, a second launch combines each output's chunks in chunk order
+// (reduce_launch.h). A reduction over the innermost contiguous dim takes interleaved chunks
+// (chunk c folds elements c, c + C, ...), so that a warp's loads coalesce; long strided
+// reductions over few outputs take blocked chunks. logsumexp and var stay two passes (the max /
+// the f64 mean first), each chunked alike. Sums accumulate in double as on the CPU; the order
+// differs from the CPU's 16-lane order, so results agree to rounding (f32: exactly after the
+// final rounding in almost every case, f64: to ~1e-15 relative for well-conditioned data).
+#include "tensor/cuda/chunks.h"
 #include "tensor/cuda/launch.cuh"
 #include "tensor/cuda/reduce_launch.h"
 #include "tensor/kernels/reduce.h"
@@ -65,12 +69,11 @@ ENGINE_HD typename R::Acc fold_range(const R& r, const ReduceGeometry& g, const 
 }  // namespace
 
 template <typename R, typename T, typename Out>
-void launch_reduce(const ReduceGeometry& g, const T* x, Out* dst, R r, void* partial, int64_t n_chunks,
-                   int64_t chunk_len, Stream stream) {
+void launch_reduce(const ReduceGeometry& g, const T* x, Out* dst, R r, void* partial, const Chunks& ch, Stream stream) {
   using Acc = typename R::Acc;
   const int64_t n_out = g.n_out, count = g.count;
   if (n_out <= 0) return;
-  if (n_chunks <= 1) {
+  if (ch.n_chunks <= 1) {
     launch_elements(
         n_out,
         [=] ENGINE_KERNEL(int64_t o) {
@@ -80,22 +83,26 @@ void launch_reduce(const ReduceGeometry& g, const T* x, Out* dst, R r, void* par
     return;
   }
   Acc* part = static_cast<Acc*>(partial);
-  // Thread i = (chunk c, output o), outputs fastest so neighbouring threads read neighbouring
-  // outputs' elements when the kept dims are the contiguous ones.
   launch_elements(
-      n_out * n_chunks,
+      n_out * ch.n_chunks,
       [=] ENGINE_KERNEL(int64_t i) {
-        const int64_t c = i / n_out, o = i % n_out;
-        const int64_t r0 = c * chunk_len, r1 = r0 + chunk_len < count ? r0 + chunk_len : count;
-        part[i] = fold_range(r, g, x + kept_offset(g, o), r0, r1, r.identity(o));
+        const ChunkSpan sp = chunk_span(ch, i);
+        const T* base = x + kept_offset(g, sp.unit);
+        if (ch.interleaved) {  // one reduced dim: every ch.n_chunks-th element from sp.begin
+          const int64_t is = g.red_strides[0];
+          Acc acc = r.identity(sp.unit);
+          for (int64_t j = sp.begin; j < sp.end; j += sp.step) acc = r.step(acc, base[j * is]);
+          part[i] = acc;
+        } else {
+          part[i] = fold_range(r, g, base, sp.begin, sp.end, r.identity(sp.unit));
+        }
       },
       stream);
   launch_elements(
       n_out,
       [=] ENGINE_KERNEL(int64_t o) {
-        Acc acc = part[o];
-        for (int64_t c = 1; c < n_chunks; ++c) acc = r.combine(acc, part[c * n_out + o]);
-        dst[o] = r.finish(acc, count);
+        const auto combine = [&r](const Acc& a, const Acc& b) { return r.combine(a, b); };
+        dst[o] = r.finish(combine_chunks(ch, part, o, combine), count);
       },
       stream);
 }
@@ -122,7 +129,7 @@ template <typename T>
 using MaxReducer = kernels::MaxMinReducer<T, false>;
 
 #define ENGINE_CUDA_REDUCE(R, T, Out) \
-  template void launch_reduce<R, T, Out>(const ReduceGeometry&, const T*, Out*, R, void*, int64_t, int64_t, Stream);
+  template void launch_reduce<R, T, Out>(const ReduceGeometry&, const T*, Out*, R, void*, const Chunks&, Stream);
 #define ENGINE_CUDA_REDUCERS(T)                          \
   ENGINE_CUDA_REDUCE(kernels::SumReducer<T>, T, T)       \
   ENGINE_CUDA_REDUCE(MinReducer<T>, T, T)                \

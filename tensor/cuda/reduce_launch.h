@@ -8,6 +8,7 @@
 #pragma once
 #include <cstdint>
 
+#include "tensor/cuda/chunks.h"
 #include "tensor/cuda/device.h"
 #include "tensor/cuda/strided.h"
 
@@ -22,14 +23,13 @@ struct ReduceGeometry {
 };
 
 // dst[o] = r.finish(fold of output o's reduced elements, count) for every output o.
-// n_chunks == 1: one thread per output folds all of its elements. n_chunks > 1: thread
-// (c, o) folds reduced positions [c * chunk_len, (c + 1) * chunk_len) of output o into
-// partial[c * n_out + o] (a device scratch of n_out * n_chunks accumulators), then one thread
-// per output combines its chunks in chunk order: the result depends only on the shapes and
-// chunk_len, never on the launch configuration.
+// ch.n_chunks == 1: one thread per output folds all of its elements. Otherwise (chunks.h) one
+// thread per (output, chunk) folds its chunk into partial[i] (a device scratch of
+// n_out * n_chunks accumulators), then one thread per output combines its chunks in chunk order:
+// the result depends only on the shapes, never on the launch configuration. The interleaved
+// layout needs a single reduced dim (g.n_red == 1).
 template <typename R, typename T, typename Out>
-void launch_reduce(const ReduceGeometry& g, const T* x, Out* dst, R r, void* partial, int64_t n_chunks,
-                   int64_t chunk_len, Stream stream);
+void launch_reduce(const ReduceGeometry& g, const T* x, Out* dst, R r, void* partial, const Chunks& ch, Stream stream);
 
 // dst[l] = index of the first maximum along line l (kernels::argmax_line); the lines' starting
 // offsets in x come from `lines` (one operand: the input), each of n elements at stride `stride`.

@@ -15,14 +15,6 @@ namespace engine::cuda {
 
 namespace {
 
-// Lines longer than kLongLine, fewer than kFewLines of them, are split into chunks of kLongLine
-// elements (softmax.cu): a function of the shapes only, so results never depend on the GPU.
-constexpr int64_t kLongLine = 4096;
-constexpr int64_t kFewLines = 16384;
-
-bool chunked(int64_t n, int64_t n_lines) { return n > kLongLine && n_lines < kFewLines; }
-int64_t chunks_of(int64_t n) { return (n + kLongLine - 1) / kLongLine; }
-
 // The lines along `dim` of N same-shaped operands: every other dim, in row-major order.
 template <int N>
 StridedGeometry<N> line_geometry(const Dims& sizes, int dim, const std::array<const Tensor*, N>& ts) {
@@ -34,6 +26,11 @@ StridedGeometry<N> line_geometry(const Dims& sizes, int dim, const std::array<co
     for (int k = 0; k < N; ++k) strides[size_t(k)].push_back(ts[size_t(k)]->strides()[d]);
   }
   return strided_geometry<N>(other, strides);
+}
+
+// Where each row of 2-D logits starts (one operand, the row stride).
+StridedGeometry<1> row_starts(const Tensor& logits) {
+  return strided_geometry<1>(Dims{logits.size(0)}, {Dims{logits.stride(0)}});
 }
 
 void check_on(const char* op, const Tensor& t, const Tensor& ref) {
@@ -54,11 +51,14 @@ void softmax_lines(const Tensor& y, const Tensor& x, int dim, bool log) {
   dispatch_floating(x.dtype(), op, [&](auto zero) {
     using T = decltype(zero);
     const int64_t xs = cpu::line_stride(x, dim), ys = cpu::line_stride(y, dim);
-    if (chunked(n, lines.numel)) {
+    // Lines along the innermost, contiguous dim: interleaved chunks; long strided lines over few
+    // of them: blocked chunks (chunks.h); otherwise one thread per line.
+    const Chunks ch = plan_chunks(lines.numel, n, xs == 1);
+    if (ch.n_chunks > 1) {
       // Partial results; freed on return, their reuse ordered after the kernels on the stream.
-      Tensor scratch = empty({(chunks_of(n) + 2) * lines.numel}, opts(DType::f64, x.device()));
-      launch_softmax_chunked<T>(lines, x.data<T>(), xs, y.data<T>(), ys, n, log, kLongLine, chunks_of(n),
-                                scratch.data<double>(), compute_stream(x.device()));
+      Tensor scratch = empty({(ch.n_chunks + 2) * lines.numel}, opts(DType::f64, x.device()));
+      launch_softmax_chunked<T>(lines, x.data<T>(), xs, y.data<T>(), ys, n, log, ch, scratch.data<double>(),
+                                compute_stream(x.device()));
     } else {
       launch_softmax<T>(lines, x.data<T>(), xs, y.data<T>(), ys, n, log, compute_stream(x.device()));
     }
@@ -79,10 +79,11 @@ void softmax_backward_lines(const Tensor& dx, const Tensor& g, const Tensor& y, 
   dispatch_floating(y.dtype(), op, [&](auto zero) {
     using T = decltype(zero);
     const int64_t gs = cpu::line_stride(g, dim), ys = cpu::line_stride(y, dim), ds = cpu::line_stride(dx, dim);
-    if (chunked(n, lines.numel)) {
-      Tensor scratch = empty({(chunks_of(n) + 1) * lines.numel}, opts(DType::f64, y.device()));
-      launch_softmax_backward_chunked<T>(lines, g.data<T>(), gs, y.data<T>(), ys, dx.data<T>(), ds, n, log, kLongLine,
-                                         chunks_of(n), scratch.data<double>(), compute_stream(y.device()));
+    const Chunks ch = plan_chunks(lines.numel, n, gs == 1 && ys == 1);
+    if (ch.n_chunks > 1) {
+      Tensor scratch = empty({(ch.n_chunks + 1) * lines.numel}, opts(DType::f64, y.device()));
+      launch_softmax_backward_chunked<T>(lines, g.data<T>(), gs, y.data<T>(), ys, dx.data<T>(), ds, n, log, ch,
+                                         scratch.data<double>(), compute_stream(y.device()));
     } else {
       launch_softmax_backward<T>(lines, g.data<T>(), gs, y.data<T>(), ys, dx.data<T>(), ds, n, log,
                                  compute_stream(y.device()));
@@ -99,6 +100,16 @@ void cross_entropy(const Tensor& out, const Tensor& logits, const Tensor& target
   DeviceGuard guard(logits.device());
   dispatch_floating(logits.dtype(), "cross_entropy", [&](auto zero) {
     using T = decltype(zero);
+    // Contiguous classes: interleaved chunks over each row's classes (chunks.h); otherwise one
+    // thread per row.
+    const Chunks ch = plan_chunks(rows, c, logits.stride(1) == 1);
+    if (rows > 0 && ch.n_chunks > 1) {
+      Tensor scratch = empty({(ch.n_chunks + 2) * rows}, opts(DType::f64, logits.device()));
+      launch_cross_entropy_chunked<T>(row_starts(logits), logits.data<T>(), target.data<int64_t>(), target.stride(0),
+                                      ch, scratch.data<double>(), losses.data<double>(), out.data<T>(),
+                                      compute_stream(logits.device()));
+      return;
+    }
     launch_cross_entropy<T>(logits.data<T>(), rows, c, logits.stride(0), logits.stride(1),
                             target.data<int64_t>(), target.stride(0), losses.data<double>(), out.data<T>(),
                             compute_stream(logits.device()));
@@ -119,6 +130,14 @@ void cross_entropy_backward(const Tensor& dx, const Tensor& logits, const Tensor
   DeviceGuard guard(logits.device());
   dispatch_floating(logits.dtype(), "cross_entropy_backward", [&](auto zero) {
     using T = decltype(zero);
+    const Chunks ch = plan_chunks(rows, c, logits.stride(1) == 1);
+    if (ch.n_chunks > 1) {
+      Tensor scratch = empty({(ch.n_chunks + 2) * rows}, opts(DType::f64, logits.device()));
+      launch_cross_entropy_backward_chunked<T>(row_starts(logits), logits.data<T>(), target.data<int64_t>(),
+                                               target.stride(0), g.data<T>(), inv_n, dx.data<T>(), ch,
+                                               scratch.data<double>(), compute_stream(logits.device()));
+      return;
+    }
     launch_cross_entropy_backward<T>(logits.data<T>(), rows, c, logits.stride(0), logits.stride(1),
                                      target.data<int64_t>(), target.stride(0), g.data<T>(), inv_n, dx.data<T>(),
                                      compute_stream(logits.device()));
