@@ -144,7 +144,8 @@ json TrainConfig::to_json() const {
           {"keep_checkpoints", keep_checkpoints},
           {"sample_psi", sample_psi},
           {"device", device},
-          {"precision", precision}};
+          {"precision", precision},
+          {"conv_algorithm", conv_algorithm}};
 }
 
 TrainConfig parse_train_config(const json& j, const std::string& path) {
@@ -253,6 +254,10 @@ TrainConfig parse_train_config(const json& j, const std::string& path) {
   ENGINE_CHECK(c.precision != "tf32" || parse_device_spec(c.device).cuda,
                "{}: \"tf32\" is a CUDA (tensor-core) mode; with device \"{}\" use \"f32\" or \"bf16\"",
                r.where("precision"), c.device);
+  r.string("conv_algorithm", c.conv_algorithm, {"im2col", "cudnn"});
+  ENGINE_CHECK(c.conv_algorithm != "cudnn" || parse_device_spec(c.device).cuda,
+               "{}: \"cudnn\" runs CUDA convolutions; with device \"{}\" use \"im2col\"", r.where("conv_algorithm"),
+               c.device);
   r.finish();
   return c;
 }

@@ -134,8 +134,12 @@ struct TrainConfig {
   //   precision: "f32" (exact f32 GEMMs), "tf32" (cuBLASLt TF32 GEMMs; CUDA only) or "bf16"
   //              (GEMM / conv inputs rounded to bf16, f32 accumulation and outputs; the MoE
   //              router, norms, softmax, losses, R1's gradient norm, AdamW and the EMA stay f32).
+  //   conv_algorithm: "im2col" (im2col + GEMM convolutions, the default) or "cudnn" (cuDNN's
+  //              convolutions where they apply; CUDA only, and the build needs cuDNN: checked when
+  //              the trainer starts). tensor/conv_algorithm.h; installed per phase like precision.
   std::string device = "cpu";
   std::string precision = "f32";
+  std::string conv_algorithm = "im2col";
 
   nlohmann::json to_json() const;
 };

@@ -20,6 +20,7 @@
 #if ENGINE_WITH_CUDA
 #include "tensor/cuda/device.h"
 #endif
+#include "tensor/conv_algorithm.h"
 #include "tensor/precision.h"
 
 namespace engine::aurora {
@@ -62,16 +63,28 @@ TensorList logits_of(const std::vector<DiscPrediction>& preds, int64_t start, in
 // The GEMM precision of G's and D's forwards and backwards for one phase (train.precision;
 // docs/training.md "Mixed precision"). f32 installs no scope at all, so the f32 path is exactly
 // the code that ran before precision existed. The MoE router overrides it with its own f32 scope
-// (nn/moe.cpp); the optimizer, EMA and w_avg run outside it.
+// (nn/moe.cpp); the optimizer, EMA and w_avg run outside it. Under bf16, phases with a plain
+// first-order backward (G_main, D_main) also save their activations as bf16 copies
+// (Note [bf16 saved activations], autograd/node.h); D_r1 passes saved_bf16 = false: R1 is f32
+// and its double backward needs saved tensors that carry their graph.
+// It also installs train.conv_algorithm (tensor/conv_algorithm.h) for the phase: "im2col"
+// installs nothing (the default), "cudnn" a ConvAlgorithmScope.
 class PhasePrecision {
  public:
-  explicit PhasePrecision(const std::string& precision) {
-    if (precision == "bf16") scope_.emplace(MatmulPrecision::bf16);
-    else if (precision == "tf32") scope_.emplace(MatmulPrecision::tf32);
+  PhasePrecision(const std::string& precision, const std::string& conv_algorithm, bool saved_bf16 = true) {
+    if (precision == "bf16") {
+      scope_.emplace(MatmulPrecision::bf16);
+      if (saved_bf16) saved_.emplace(DType::bf16);
+    } else if (precision == "tf32") {
+      scope_.emplace(MatmulPrecision::tf32);
+    }
+    if (conv_algorithm == "cudnn") conv_scope_.emplace(ConvAlgorithm::cudnn);
   }
 
  private:
   std::optional<MatmulPrecisionScope> scope_;
+  std::optional<SavedActivationScope> saved_;
+  std::optional<ConvAlgorithmScope> conv_scope_;
 };
 
 TensorList concat_pyramids(const std::vector<const TensorList*>& pyramids) {
@@ -211,6 +224,7 @@ Device resolve_train_device(const TrainConfig& train, int ranks) {
                "config.train.device: \"{}\" with {} ranks: multi-rank training on CUDA needs the NCCL "
                "communicator (not wired yet); run one rank per GPU-less host, or one rank on the GPU",
                train.device, ranks);
+  if (train.conv_algorithm == "cudnn") require_cudnn("config.train.conv_algorithm");
   return Device::cuda(spec.index);
 #else
   (void)ranks;
@@ -425,7 +439,7 @@ StepResult Trainer::step(const io::Batch& host_batch) {
     set_requires_grad(d_store_, false);
     TensorList w_rows;
     {
-      PhasePrecision precision(train_.precision);
+      PhasePrecision precision(train_.precision, train_.conv_algorithm);
       const Tensor t_D = condition_text(ids), t_hat = rolled_condition_input(t_D);
       for (int64_t m = 0; m < M; ++m) {
         const TextToImage::Text text = G_->encode(rows(ids, m));
@@ -483,7 +497,7 @@ StepResult Trainer::step(const io::Batch& host_batch) {
   // ---- D_main ----
   // t_D after G's update (the text encoder trains with G); R1 uses the same.
   const Tensor t_D = [&] {
-    PhasePrecision precision(train_.precision);
+    PhasePrecision precision(train_.precision, train_.conv_algorithm);
     return condition_text(ids);
   }();
   {
@@ -491,7 +505,7 @@ StepResult Trainer::step(const io::Batch& host_batch) {
     d_store_.zero_grad();
     const Tensor t_hat = rolled_condition_input(t_D);
     for (int64_t m = 0; m < M; ++m) {
-      PhasePrecision precision(train_.precision);
+      PhasePrecision precision(train_.precision, train_.conv_algorithm);
       TensorList fake;
       {
         autograd::NoGradGuard no_grad;
@@ -529,7 +543,7 @@ StepResult Trainer::step(const io::Batch& host_batch) {
     for (int64_t m = 0; m < M; ++m) {
       // D's GEMMs in the phase precision, both passes of the double backward; the penalty itself
       // (sum of squared input gradients, the mean, the scale) is elementwise f32 arithmetic.
-      PhasePrecision precision(train_.precision);
+      PhasePrecision precision(train_.precision, train_.conv_algorithm, /*saved_bf16=*/false);
       TensorList real = real_pyramid(rows(batch.images, m));
       for (Tensor& x : real) x = contiguous(x).detach().requires_grad_(true);
       const auto preds = D_->forward(real, rows(t_D, m));

@@ -46,7 +46,8 @@
 // batch is copied there once per step; the logged losses come back in one device->host copy per
 // step. Under precision "bf16" each phase's forward and backward run in MatmulPrecisionScope(bf16)
 // (GEMM/conv inputs bf16, f32 accumulation and outputs); the MoE router, the losses, norms,
-// softmax, R1's gradient norm, AdamW, the EMA and w_avg stay f32.
+// softmax, R1's gradient norm, AdamW, the EMA and w_avg stay f32. train.conv_algorithm "cudnn"
+// runs each phase in ConvAlgorithmScope(cudnn) (tensor/conv_algorithm.h).
 //
 // Randomness (DESIGN.md section 10): z comes from the counter-based Philox stream keyed by
 // (seed, purpose), at offset (step * global_batch + global sample index) * z_dim, so a sample's z

@@ -6,6 +6,7 @@
 #include "autograd/grad_mode.h"
 #include "tensor/memory/profiler.h"
 #include "tensor/ops.h"
+#include "tensor/precision.h"
 
 namespace engine::autograd {
 
@@ -19,13 +20,28 @@ void set_grad_enabled(bool on) { grad_mode = on; }
 
 // ---- SavedTensor -----------------------------------------------------------------------------
 
-SavedTensor::SavedTensor(const Tensor& t, const Node* owner) {
+namespace {
+// Whether save() stores `t` as a bf16 copy (Note [bf16 saved activations]).
+bool should_pack(const Tensor& t, SaveMode mode) {
+  return mode == SaveMode::packable && saved_activation_dtype() == DType::bf16 && t.dtype() == DType::f32 &&
+         t.storage()->kind == memory::Kind::activation && t.numel() >= kPackMinElements;
+}
+}  // namespace
+
+SavedTensor::SavedTensor(const Tensor& t, const Node* owner, SaveMode mode) {
   if (!t.defined()) {
     was_undefined_ = true;
     return;
   }
   version_ = t.storage()->version;
   requires_grad_ = t.requires_grad();
+  if (should_pack(t, mode)) {
+    // A snapshot: later in-place writes to the original cannot reach it, so no version check.
+    NoGradGuard no_grad;
+    packed_ = true;
+    data_ = to_dtype(t.detach(), DType::bf16);
+    return;
+  }
   if (t.grad_fn() && t.grad_fn().get() == owner) {
     // Note [saved outputs]: keep the data, drop the strong reference to our own Node.
     is_output_ = true;
@@ -43,6 +59,15 @@ Tensor SavedTensor::unpack(const Node& owner) const {
                "autograd: the saved tensors of {} were already freed; call backward/grad with "
                "retain_graph=true to go through the graph twice",
                owner.name());
+  if (packed_) {
+    ENGINE_CHECK(!(requires_grad_ && grad_enabled()),
+                 "autograd: {} saved a bf16 copy of its input (SavedActivationScope(bf16)), which has no graph; "
+                 "a double backward (create_graph=true) through it needs the phase to run without the scope "
+                 "(Note [bf16 saved activations])",
+                 owner.name());
+    NoGradGuard no_grad;
+    return to_dtype(data_, DType::f32);
+  }
   const uint64_t now = data_.storage()->version;
   ENGINE_CHECK(now == version_,
                "autograd: a tensor saved by {} was modified in place by {} (version {} now, {} when saved); "
@@ -66,10 +91,11 @@ Node::Node(std::string name)
       pass_(memory::current_pass()),
       module_(memory::current_module_path()) {}
 
-size_t Node::save(const Tensor& t) {
-  saved_.emplace_back(t, this);
-  if (t.defined() && memory::Profiler::enabled())
-    memory::mark_saved(t.storage()->data, t.storage()->nbytes, name_);
+size_t Node::save(const Tensor& t, SaveMode mode) {
+  saved_.emplace_back(t, this, mode);
+  const Tensor& kept = saved_.back().storage_tensor();
+  if (kept.defined() && memory::Profiler::enabled())
+    memory::mark_saved(kept.storage()->data, kept.storage()->nbytes, name_);
   return saved_.size() - 1;
 }
 

@@ -16,6 +16,22 @@
 // Note [saved outputs]: a Node that saves one of its own outputs (exp saves exp(x)) must not keep
 // itself alive through that tensor (a cycle). The output is stored without grad_fn plus a weak
 // pointer to the Node, and reassembled when unpacked.
+//
+// Note [bf16 saved activations]: most of a training step's peak memory is the activations that
+// Nodes save between forward and backward. While SavedActivationScope(bf16) is active
+// (tensor/precision.h; the trainer's bf16 precision for G_main and D_main), save() stores an f32
+// activation of at least kPackMinElements elements as a bf16 copy (round to nearest even) and
+// unpack() widens it back to f32: half the bytes, a relative error of at most 2^-9 per element in
+// the backward formula that reads it. The f32 original is freed as soon as the forward stops using
+// it. Not packed: parameters, gradients and other persistent tensors (Storage kind other than
+// activation), small tensors (statistics, styles, losses), non-f32 tensors (the bf16 GEMM inputs
+// are already bf16; integer indices), and what a formula saves with SaveMode::exact: values that
+// are compared for equality (max/min), softmax/logsumexp/cross-entropy inputs and outputs, norm
+// inputs and statistics, attention operands and deform_conv2d offsets (spec: softmax and norm
+// statistics in f32).
+// A packed tensor is a detached snapshot: it has no graph, so using it in a double backward would
+// silently drop the second-order terms. unpack() refuses that (create_graph while the original
+// required grad) with an error; R1's phase runs without the scope.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -43,13 +59,25 @@ struct OutputMeta {
   Device device;
 };
 
+// How a formula wants a tensor kept (Note [bf16 saved activations]).
+enum class SaveMode : uint8_t {
+  packable,  // may be stored as a bf16 copy under SavedActivationScope(bf16)
+  exact,     // always kept as it is
+};
+
+// f32 activations below this many elements are never packed: the copy would cost more than it saves.
+constexpr int64_t kPackMinElements = 4096;
+
 class SavedTensor {
  public:
   SavedTensor() = default;
-  SavedTensor(const Tensor& t, const Node* owner);
+  SavedTensor(const Tensor& t, const Node* owner, SaveMode mode = SaveMode::packable);
   Tensor unpack(const Node& owner) const;
   void reset() { data_ = Tensor(); }
   bool defined() const { return data_.defined() || was_undefined_; }
+  bool packed() const { return packed_; }
+  // The tensor that holds the saved bytes (the bf16 copy when packed), for the profiler.
+  const Tensor& storage_tensor() const { return data_; }
 
  private:
   Tensor data_;                       // same storage and geometry; grad_fn cleared if is_output_
@@ -59,6 +87,7 @@ class SavedTensor {
   uint32_t output_nr_ = 0;
   bool requires_grad_ = false;
   bool was_undefined_ = false;
+  bool packed_ = false;               // Note [bf16 saved activations]: data_ is a bf16 snapshot
 };
 
 using BackwardFn = std::function<TensorList(Node& node, const TensorList& grad_outputs)>;
@@ -80,8 +109,9 @@ class Node : public std::enable_shared_from_this<Node> {
   // create_graph raises an error naming the op.
   bool once_differentiable = false;
 
-  // Save a tensor for backward (returns its index for saved()).
-  size_t save(const Tensor& t);
+  // Save a tensor for backward (returns its index for saved()). SaveMode::exact keeps it as it is
+  // even under SavedActivationScope(bf16) (Note [bf16 saved activations]).
+  size_t save(const Tensor& t, SaveMode mode = SaveMode::packable);
   Tensor saved(size_t i) const;
   void release_saved();
   // Whether input i gets a gradient: its edge is valid and, while the engine runs this node's

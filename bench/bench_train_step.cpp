@@ -26,7 +26,7 @@
 //
 //   bench_train_step [--mode train|infer] [--preset tiny32|paper64|FILE.json] [--batch B]
 //                    [--iters N] [--warmup W] [--threads T] [--device cpu] [--precision f32|bf16]
-//                    [--peak-tflops X] [--check|--tight-check] [--ours-only] [--flops-only] [--vocab FILE]
+//                    [--conv-algorithm im2col|cudnn] [--peak-tflops X] [--check|--tight-check] [--ours-only] [--flops-only] [--vocab FILE]
 // Environment: BENCH_PYTHON = the interpreter of the PyTorch side (default /usr/bin/python3).
 // --flops-only (infer): print the FLOP count of one image's forward without building weights.
 // --check (infer): compares the mean and mean |x| of the images of both sides (bf16: loose).
@@ -37,6 +37,9 @@
 // `precision` keys (aurora/train_config.h; inference: the model is materialised on the device and
 // runs under MatmulPrecisionScope); the PyTorch side uses the same device and, for bf16,
 // torch.autocast(device_type, dtype=torch.bfloat16). tf32 has no PyTorch counterpart here.
+// --conv-algorithm im2col|cudnn goes into train.conv_algorithm (inference: ConvAlgorithmScope):
+// our CUDA convolutions as im2col + GEMM (default) or through cuDNN (tensor/conv_algorithm.h); the
+// PyTorch side always uses its own (cuDNN on CUDA).
 #include <omp.h>
 #include <unistd.h>
 
@@ -60,6 +63,7 @@
 #include "io/safetensors.h"
 #include "nn/state_dict.h"
 #include "tensor/memory/memory.h"
+#include "tensor/conv_algorithm.h"
 #include "tensor/ops.h"
 #include "tensor/precision.h"
 #if ENGINE_WITH_CUDA
@@ -75,6 +79,7 @@ namespace {
 
 struct Options {
   std::string mode = "train", preset = "tiny32", device = "cpu", precision = "f32", vocab;
+  std::string conv_algorithm = "im2col";
   int64_t batch = 4;
   int iters = 5, warmup = 2, threads = 2;
   double peak_tflops = 0;  // 0: looked up from the device (GPU) or unknown (CPU: MFU not reported)
@@ -85,7 +90,8 @@ struct Options {
   std::fprintf(stderr,
                "bench_train_step: %s\nusage: bench_train_step [--mode train|infer] [--preset tiny32|paper64|FILE.json] "
                "[--batch B] [--iters N] [--warmup W] [--threads T] [--device cpu] [--precision f32|bf16] "
-               "[--peak-tflops X] [--check|--tight-check] [--ours-only] [--flops-only] [--vocab FILE]\n",
+               "[--conv-algorithm im2col|cudnn] [--peak-tflops X] [--check|--tight-check] [--ours-only] [--flops-only] "
+               "[--vocab FILE]\n",
                msg);
   std::exit(1);
 }
@@ -106,6 +112,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--threads") o.threads = std::atoi(next().c_str());
     else if (a == "--device") o.device = next();
     else if (a == "--precision") o.precision = next();
+    else if (a == "--conv-algorithm") o.conv_algorithm = next();
     else if (a == "--peak-tflops") o.peak_tflops = std::atof(next().c_str());
     else if (a == "--vocab") o.vocab = next();
     else if (a == "--check") o.check = true;
@@ -118,6 +125,10 @@ Options parse(int argc, char** argv) {
   if (o.batch < 1 || o.iters < 1 || o.warmup < 0 || o.threads < 1) usage("--batch, --iters, --threads must be >= 1, --warmup >= 0");
   if (o.precision != "f32" && o.precision != "tf32" && o.precision != "bf16")
     usage(("unknown --precision '" + o.precision + "' (f32, tf32, bf16)").c_str());
+  if (o.conv_algorithm != "im2col" && o.conv_algorithm != "cudnn")
+    usage(("unknown --conv-algorithm '" + o.conv_algorithm + "' (im2col, cudnn)").c_str());
+  if (o.conv_algorithm == "cudnn" && o.device.rfind("cuda", 0) != 0)
+    usage("--conv-algorithm cudnn needs a CUDA --device (the CPU has one convolution)");
   return o;
 }
 
@@ -313,6 +324,7 @@ int run_train(const Options& o, const std::string& cfg_path, const aurora::Auror
   train["vocab"] = o.vocab;
   train["device"] = o.device;        // the trainer puts G, G_ema, D, AdamW state and z there
   train["precision"] = o.precision;  // the trainer runs each phase under MatmulPrecisionScope
+  train["conv_algorithm"] = o.conv_algorithm;  // ... and ConvAlgorithmScope
   const aurora::TrainConfig tc = aurora::parse_train_config(train);
   const Device device = bench_device(o.device);
   auto comm = dist::make_local_comm();
@@ -368,6 +380,7 @@ int run_train(const Options& o, const std::string& cfg_path, const aurora::Auror
   const Measured ours = measure(step, o.warmup, o.iters, device);
   const json ours_line = {{"bench", "train_step"},      {"side", "ours"},          {"preset", preset_name(o.preset)},
                           {"device", o.device},         {"precision", o.precision}, {"batch", o.batch},
+                          {"conv_algorithm", o.conv_algorithm},
                           {"threads", o.threads},       {"iters", o.iters},        {"warmup", o.warmup},
                           {"r1_every_step", true},      {"median_ms", ours.median_ms},
                           {"peak_bytes", ours.peak_bytes}, {"reserved_bytes", ours.reserved_bytes},
@@ -441,6 +454,7 @@ int run_infer(const Options& o, const std::string& cfg_path, const aurora::Auror
   auto fwd = [&] {
     autograd::NoGradGuard no_grad;
     MatmulPrecisionScope scope(precision_of(o.precision));
+    ConvAlgorithmScope conv_scope(parse_conv_algorithm(o.conv_algorithm, "--conv-algorithm"));
     const aurora::TextToImage::Text text = model.encode(ids_dev);
     last = model.synthesize(text, z, 1.0);
     ENGINE_CHECK(last.size(0) == o.batch, "bench_train_step: sample returned {} images", last.size(0));
@@ -449,6 +463,7 @@ int run_infer(const Options& o, const std::string& cfg_path, const aurora::Auror
   const double ips = double(o.batch) / (ours.median_ms / 1e3);
   json ours_line = {{"bench", "infer"},        {"side", "ours"},          {"preset", preset_name(o.preset)},
                     {"device", o.device},      {"precision", o.precision}, {"batch", o.batch},
+                    {"conv_algorithm", o.conv_algorithm},
                     {"threads", o.threads},    {"iters", o.iters},        {"median_ms", ours.median_ms},
                     {"images_per_s", ips},     {"flops_per_image", flops}, {"peak_bytes", ours.peak_bytes},
                     {"reserved_bytes", ours.reserved_bytes},

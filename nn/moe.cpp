@@ -138,6 +138,8 @@ MoE::MoE(const MoEConfig& c)
 MoERouting MoE::route(const Tensor& x, const Tensor& w) const {
   const int64_t B = x.size(0), T = x.size(1), E = config.num_experts;
   MoERouting rt;
+  // The router keeps its saved tensors in f32 too (Note [bf16 saved activations], autograd/node.h).
+  SavedActivationScope router_saved(DType::f32);
   // The router runs in f32 (spec 6 / 9: "selective precision"); an f64 input (gradcheck) stays f64.
   const DType rdt = is_router_dtype(x.dtype()) ? x.dtype() : DType::f32;
   const Tensor xr = x.dtype() == rdt ? x : to_dtype(x, rdt);

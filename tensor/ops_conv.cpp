@@ -18,10 +18,15 @@
 // any bf16 input, the two GEMM operands go through to_dtype(bf16) first (recorded: the Node saves
 // the bf16 copies) and the GEMMs multiply bf16 values with f32 accumulation into f32 outputs; the
 // bias stays f32. On the CPU the bf16 values are widened to f32 (exactly) for the f32 kernels.
+//
+// Under ConvAlgorithm::cudnn (tensor/conv_algorithm.h) CUDA tensors go through cuDNN instead
+// (tensor/cuda/cudnn_conv.h), which declines the problems it cannot run as defined here (bf16
+// arithmetic among them): those run the im2col path. CPU tensors ignore the policy.
 #include <limits>
 
 #include "autograd/formulas/conv.h"
 #include "autograd/grad_mode.h"
+#include "tensor/conv_algorithm.h"
 #include "tensor/cpu/conv.h"
 #include "tensor/dispatch.h"
 #include "tensor/op_helpers.h"
@@ -30,6 +35,7 @@
 
 #if ENGINE_WITH_CUDA
 #include "tensor/cuda/conv.h"
+#include "tensor/cuda/cudnn_conv.h"
 #endif
 
 namespace engine {
@@ -154,7 +160,11 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
   const Tensor bc = dense(bias);
   if (use_cuda("conv2d", x)) {
 #if ENGINE_WITH_CUDA
-    cuda::conv2d_forward(pr, cuda::GemmMode(arith), dense(xin), dense(win), bc, out);
+    const Tensor xd = dense(xin), wd = dense(win);
+    const cuda::GemmMode mode = cuda::GemmMode(arith);
+    const bool by_cudnn =
+        conv_algorithm() == ConvAlgorithm::cudnn && cuda::cudnn_conv2d_forward(pr, mode, xd, wd, bc, out);
+    if (!by_cudnn) cuda::conv2d_forward(pr, mode, xd, wd, bc, out);
 #endif
   } else {
     const Tensor xc = cpu_ready(dense(xin)), wc = cpu_ready(dense(win));
@@ -197,7 +207,11 @@ Tensor conv_transpose2d(const Tensor& y, const Tensor& weight, const Tensor& bia
   const Tensor bc = dense(bias);
   if (use_cuda("conv_transpose2d", y)) {
 #if ENGINE_WITH_CUDA
-    cuda::conv2d_input(pr, cuda::GemmMode(arith), dense(yin), dense(win), bc, out);
+    const Tensor yd = dense(yin), wd = dense(win);
+    const cuda::GemmMode mode = cuda::GemmMode(arith);
+    const bool by_cudnn =
+        conv_algorithm() == ConvAlgorithm::cudnn && cuda::cudnn_conv2d_input(pr, mode, yd, wd, bc, out);
+    if (!by_cudnn) cuda::conv2d_input(pr, mode, yd, wd, bc, out);
 #endif
   } else {
     const Tensor yc = cpu_ready(dense(yin)), wc = cpu_ready(dense(win));
@@ -236,7 +250,10 @@ Tensor conv2d_weight(const Tensor& x, const Tensor& gy, int64_t kh, int64_t kw, 
   Tensor out = empty({cout, cin / p.groups, kh, kw}, opts(out_dtype, x.device()));
   if (use_cuda("conv2d_weight", x)) {
 #if ENGINE_WITH_CUDA
-    cuda::conv2d_weight(pr, cuda::GemmMode(arith), dense(xin), dense(gin), out);
+    const Tensor xd = dense(xin), gd = dense(gin);
+    const cuda::GemmMode mode = cuda::GemmMode(arith);
+    const bool by_cudnn = conv_algorithm() == ConvAlgorithm::cudnn && cuda::cudnn_conv2d_weight(pr, mode, xd, gd, out);
+    if (!by_cudnn) cuda::conv2d_weight(pr, mode, xd, gd, out);
 #endif
   } else {
     const Tensor xc = cpu_ready(dense(xin)), gc = cpu_ready(dense(gin));

@@ -10,6 +10,7 @@
 #include "tensor/cpu/loops.h"
 #include "tensor/op_helpers.h"
 #include "tensor/ops.h"
+#include "tensor/precision.h"
 
 namespace engine {
 
@@ -247,15 +248,72 @@ Tensor contiguous(const Tensor& x) {
   return out;
 }
 
+// Note [shared bf16 copies]
+// Under SavedActivationScope(bf16) two things make bf16 copies of the same f32 activation: a Node
+// that packs what it saves (Note [bf16 saved activations], autograd/node.h) and a GEMM op under
+// the bf16 matmul policy (its recorded operand). bias_act saves its output y and the next conv
+// converts y again: two identical copies, as many bytes as the f32 y they replace. So while the
+// scope is active, every f32 -> bf16 to_dtype is remembered here (weak pointers only: the cache
+// keeps nothing alive) and a later conversion of the same values (same storage, version, offset
+// and geometry) returns a new tensor over the first copy's storage instead of copying again. The
+// values are the same either way (round to nearest even of the same f32 values); nothing writes
+// into these copies in place, and the version check still applies to each alias.
+namespace {
+
+struct Bf16Copy {
+  std::weak_ptr<Storage> source;
+  uint64_t version = 0;
+  int64_t offset = 0;
+  Dims sizes, strides;
+  std::weak_ptr<Storage> copy;  // contiguous, offset 0, same sizes
+};
+constexpr size_t kBf16CopyCacheSize = 64;  // most recent conversions of this thread
+thread_local std::vector<Bf16Copy> bf16_copies;
+
+bool bf16_copy_cache_active(const Tensor& x, DType dtype) {
+  return dtype == DType::bf16 && x.dtype() == DType::f32 && saved_activation_dtype() == DType::bf16;
+}
+
+Tensor find_bf16_copy(const Tensor& x) {
+  std::erase_if(bf16_copies, [](const Bf16Copy& c) { return c.source.expired() || c.copy.expired(); });
+  for (const Bf16Copy& c : bf16_copies) {
+    if (c.source.lock() != x.storage() || c.version != x.storage()->version || c.offset != x.offset() ||
+        c.sizes != x.sizes() || c.strides != x.strides())
+      continue;
+    auto impl = std::make_shared<TensorImpl>();
+    impl->storage = c.copy.lock();
+    impl->sizes = x.sizes();
+    impl->strides = contiguous_strides(x.sizes());
+    impl->dtype = DType::bf16;
+    return Tensor(std::move(impl));
+  }
+  return Tensor();
+}
+
+void remember_bf16_copy(const Tensor& x, const Tensor& copy) {
+  if (bf16_copies.size() >= kBf16CopyCacheSize) bf16_copies.erase(bf16_copies.begin());
+  bf16_copies.push_back(Bf16Copy{x.storage(), x.storage()->version, x.offset(), x.sizes(), x.strides(), copy.storage()});
+}
+
+}  // namespace
+
 Tensor to_dtype(const Tensor& x, DType dtype) {
   if (x.dtype() == dtype) return x;
   ENGINE_OP("to_dtype", x);
+  const bool cache = bf16_copy_cache_active(x, dtype);
+  if (cache) {
+    if (Tensor shared = find_bf16_copy(x); shared.defined()) {
+      autograd::formulas::to_dtype(x, shared);
+      return shared;
+    }
+  }
   Tensor out = empty(x.sizes(), opts(dtype, x.device()));
   {
     autograd::NoGradGuard no_grad;
     copy_(out, x);
   }
   out.storage()->version = 0;
+  if (cache) remember_bf16_copy(x, out);
   if (is_floating(dtype) && is_floating(x.dtype())) autograd::formulas::to_dtype(x, out);
   return out;
 }

@@ -1,4 +1,4 @@
-// precision.cpp: the thread-local matmul precision policy (tensor/precision.h).
+// precision.cpp: the thread-local matmul precision and saved-activation policies (tensor/precision.h).
 #include "tensor/precision.h"
 
 #include "tensor/error.h"
@@ -7,7 +7,14 @@ namespace engine {
 
 namespace {
 thread_local MatmulPrecision current = MatmulPrecision::f32;
+thread_local DType saved_dtype = DType::f32;
 }  // namespace
+
+DType saved_activation_dtype() { return saved_dtype; }
+void set_saved_activation_dtype(DType t) {
+  ENGINE_CHECK(t == DType::f32 || t == DType::bf16, "saved activations: expected f32 or bf16, got {}", dtype_name(t));
+  saved_dtype = t;
+}
 
 MatmulPrecision matmul_precision() { return current; }
 void set_matmul_precision(MatmulPrecision p) { current = p; }

@@ -14,6 +14,12 @@
 // f64 inputs ignore the policy. bf16 operands passed in directly select the bf16 mode whatever the
 // policy says. The policy is per thread: each thread starts at f32.
 //
+// The saved-activation policy (SavedActivationScope) is the second half of mixed precision: while
+// it is bf16, the f32 activations that autograd Nodes save for backward are stored as bf16 copies
+// (Note [bf16 saved activations] in autograd/node.h). The trainer turns it on with the bf16
+// matmul policy for G_main and D_main, not for D_r1 (R1 stays f32 and needs saved tensors that
+// carry their graph).
+//
 //   {
 //     MatmulPrecisionScope bf16(MatmulPrecision::bf16);
 //     y = model(x);                 // GEMMs in bf16 x bf16 -> f32
@@ -45,6 +51,23 @@ class MatmulPrecisionScope {
 
  private:
   MatmulPrecision previous_;
+};
+
+// The calling thread's saved-activation dtype: f32 (the default: saved tensors are kept as they
+// are) or bf16 (f32 activations are saved as bf16 copies).
+DType saved_activation_dtype();
+void set_saved_activation_dtype(DType t);  // f32 or bf16; prefer SavedActivationScope
+
+// Sets the saved-activation dtype for its lifetime and restores the previous one on exit.
+class SavedActivationScope {
+ public:
+  explicit SavedActivationScope(DType t) : previous_(saved_activation_dtype()) { set_saved_activation_dtype(t); }
+  ~SavedActivationScope() { set_saved_activation_dtype(previous_); }
+  SavedActivationScope(const SavedActivationScope&) = delete;
+  SavedActivationScope& operator=(const SavedActivationScope&) = delete;
+
+ private:
+  DType previous_;
 };
 
 // The arithmetic one GEMM op call runs in, from its operands' dtypes and the current policy:

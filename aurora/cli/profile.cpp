@@ -2,7 +2,7 @@
 // (DESIGN.md section 6; docs/memory.md "aurora profile").
 //
 //   aurora profile --config CONFIG [--set key=value ...] [--data SPEC] [--steps N] [--warmup W]
-//                  [--out DIR] [--device cpu|cuda|cuda:N]
+//                  [--out DIR] [--device cpu|cuda|cuda:N] [--conv-algorithm im2col|cudnn]
 //
 // Builds the trainer exactly as `aurora train` does (train_setup.h: same config resolution,
 // dataset, stage rule and data loader), runs W unprofiled warm-up steps (first-touch allocations:
@@ -44,6 +44,7 @@ namespace {
 
 struct ProfileOptions {
   std::string config, data, out = "runs/profile", device;  // device "": the config's train.device
+  std::string conv_algorithm;                               // "": the config's train.conv_algorithm
   std::vector<std::string> overrides;
   int64_t steps = 3, warmup = 1;
 };
@@ -102,6 +103,7 @@ void run_profile(const ProfileOptions& opt) {
   src.overrides = opt.overrides;
   src.data = opt.data;
   src.device = opt.device;  // empty: the config's train.device
+  src.conv_algorithm = opt.conv_algorithm;
   ResolvedTrainConfig resolved = resolve_train_config(src);
   const bool r1_on = resolved.train.r1_interval > 0 && resolved.train.r1_gamma > 0;
   if (r1_on && resolved.train.r1_interval != 1) {
@@ -223,6 +225,8 @@ const RegisterCommand registered(80, [](CLI::App& app) {
   sub->add_option("--warmup", opts->warmup, "unprofiled steps first (default 1)");
   sub->add_option("--out", opts->out, "output folder (default runs/profile)");
   sub->add_option("--device", opts->device, "cpu, cuda or cuda:N (sets train.device; default: the config's)");
+  sub->add_option("--conv-algorithm", opts->conv_algorithm,
+                  "im2col or cudnn (sets train.conv_algorithm; default: the config's)");
   sub->callback([opts] { run_profile(*opts); });
 });
 

@@ -2,7 +2,7 @@
 //
 //   aurora train --config configs/tiny16.json [--set key=value ...] --out runs/NAME
 //                [--resume] [--data SPEC] [--steps N | --kimg K] [--device cpu|cuda[:N]]
-//                [--precision f32|tf32|bf16]
+//                [--precision f32|tf32|bf16] [--conv-algorithm im2col|cudnn]
 //
 // Writes under OUT (rank 0 only; every rank trains):
 //   config.json                 the resolved config (train section complete)
@@ -47,7 +47,7 @@ namespace engine::cli {
 namespace {
 
 struct TrainOptions {
-  std::string config, out, data, device, precision;
+  std::string config, out, data, device, precision, conv_algorithm;
   std::vector<std::string> overrides;
   bool resume = false;
   int64_t steps = -1;
@@ -94,6 +94,7 @@ void run_train(const TrainOptions& opt) {
   src.data = opt.data;
   src.device = opt.device;
   src.precision = opt.precision;
+  src.conv_algorithm = opt.conv_algorithm;
   src.steps = opt.steps;
   src.kimg = opt.kimg;
   const ResolvedTrainConfig resolved = resolve_train_config(src);
@@ -251,6 +252,8 @@ const RegisterCommand registered(10, [](CLI::App& app) {
   sub->add_option("--steps", opts->steps, "total steps (train.steps)");
   sub->add_option("--device", opts->device, "cpu, cuda or cuda:N (train.device); a checkpoint resumes on any device");
   sub->add_option("--precision", opts->precision, "f32, tf32 (CUDA) or bf16 GEMMs (train.precision)");
+  sub->add_option("--conv-algorithm", opts->conv_algorithm,
+                  "im2col or cudnn (CUDA, a cuDNN build) convolutions (train.conv_algorithm)");
   sub->add_option("--kimg", opts->kimg, "total thousands of images (sets train.steps)");
   sub->callback([opts] { run_train(*opts); });
 });

@@ -25,6 +25,7 @@ ResolvedTrainConfig resolve_train_config(const TrainConfigSource& src) {
   if (!src.data.empty()) out.doc["train"]["data"] = src.data;
   if (!src.device.empty()) out.doc["train"]["device"] = src.device;
   if (!src.precision.empty()) out.doc["train"]["precision"] = src.precision;
+  if (!src.conv_algorithm.empty()) out.doc["train"]["conv_algorithm"] = src.conv_algorithm;
   if (src.steps >= 0) out.doc["train"]["steps"] = src.steps;
   out.source = src.config.empty() ? src.checkpoint : src.config;
   try {

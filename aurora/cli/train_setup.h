@@ -29,6 +29,7 @@ struct TrainConfigSource {
   std::string data;        // --data (train.data) or empty
   std::string device;      // --device (train.device) or empty
   std::string precision;   // --precision (train.precision) or empty
+  std::string conv_algorithm;  // --conv-algorithm (train.conv_algorithm) or empty
   int64_t steps = -1;      // --steps (train.steps) or -1
   double kimg = -1;        // --kimg (sets train.steps) or -1
 };

@@ -34,9 +34,9 @@ void deform_conv2d(const Tensor& x, const Tensor& offset, const Tensor& weight, 
   const bool need_x_saved = node->needs_input_grad(1) || node->needs_input_grad(2) || node->needs_input_grad(4);
   const bool need_w_saved = node->needs_input_grad(0) || node->needs_input_grad(1) || node->needs_input_grad(4);
   node->save(need_x_saved ? x : Tensor());
-  node->save(offset);
+  node->save(offset, SaveMode::exact);  // sampling positions: Note [bf16 saved activations]
   node->save(need_w_saved ? weight : Tensor());
-  node->save(mask);
+  node->save(mask, SaveMode::exact);
   const Dims x_sizes = x.sizes(), w_sizes = weight.sizes();
   node->backward_fn = [p, x_sizes, w_sizes](Node& n, const TensorList& g) -> TensorList {
     const std::array<bool, 5> needed = {n.needs_input_grad(0), n.needs_input_grad(1), n.needs_input_grad(2),

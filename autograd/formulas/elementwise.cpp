@@ -280,8 +280,8 @@ namespace {
 void record_maxmin(const char* name, bool is_min, const Tensor& a, const Tensor& b, const Tensor& out) {
   auto node = record(name, {a, b}, {out});
   if (!node) return;
-  node->save(a);
-  node->save(b);
+  node->save(a, SaveMode::exact);
+  node->save(b, SaveMode::exact);
   const Dims sa = a.sizes(), sb = b.sizes();
   node->backward_fn = [sa, sb, is_min](Node& n, const TensorList& g) -> TensorList {
     const Tensor a = n.saved(0), b = n.saved(1);
@@ -299,8 +299,8 @@ void minimum(const Tensor& a, const Tensor& b, const Tensor& out) { record_maxmi
 void maxmin_backward(const Tensor& g, const Tensor& a, const Tensor& b, bool is_min, const Tensor& out) {
   auto node = record(is_min ? "MinimumBackwardBackward" : "MaximumBackwardBackward", {g}, {out});
   if (!node) return;
-  node->save(a);
-  node->save(b);
+  node->save(a, SaveMode::exact);
+  node->save(b, SaveMode::exact);
   const Dims sg = g.sizes();
   node->backward_fn = [is_min, sg](Node& n, const TensorList& gg) -> TensorList {
     return {sum_to(engine::maxmin_backward(gg[0], n.saved(0), n.saved(1), is_min), sg)};

@@ -51,11 +51,11 @@ void l2_attention_fused(const Tensor& q, const Tensor& k, const Tensor& v, const
                         double eps) {
   auto node = record("L2AttentionFusedBackward", {q, k, v}, {out});
   if (!node) return;
-  node->save(q);
-  node->save(k);
-  node->save(v);
-  node->save(out);  // Note [saved outputs]
-  node->save(lse);
+  node->save(q, SaveMode::exact);
+  node->save(k, SaveMode::exact);
+  node->save(v, SaveMode::exact);
+  node->save(out, SaveMode::exact);  // Note [saved outputs]
+  node->save(lse, SaveMode::exact);
   node->backward_fn = [eps](Node& n, const TensorList& g) -> TensorList {
     const Tensor q = n.saved(0), k = n.saved(1), v = n.saved(2);
     if (grad_enabled()) return l2_attention_vjp_differentiable(g[0], q, k, v, eps);

@@ -152,10 +152,10 @@ void norm(const char* name, const NormGeometry& geo, const Tensor& x, const Tens
           const Tensor& y, const Tensor& mean, const Tensor& rstd) {
   auto node = record(name, {x, w, b}, {y});
   if (!node) return;
-  node->save(x);
-  node->save(w);
-  node->save(mean);
-  node->save(rstd);
+  node->save(x, SaveMode::exact);
+  node->save(w, SaveMode::exact);
+  node->save(mean, SaveMode::exact);
+  node->save(rstd, SaveMode::exact);
   const Dims w_sizes = w.defined() ? w.sizes() : b.defined() ? b.sizes() : Dims{};
   node->backward_fn = [geo, w_sizes](Node& n, const TensorList& g) -> TensorList {
     const bool need_x = n.needs_input_grad(0), need_w = n.needs_input_grad(1), need_b = n.needs_input_grad(2);

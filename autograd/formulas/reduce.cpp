@@ -69,8 +69,8 @@ void mean(const Tensor& x, const Tensor& out, const Dims& dims, bool keepdim, in
 void amax_amin(const char* name, const Tensor& x, const Tensor& out, const Dims& dims, bool keepdim) {
   auto node = record(name, {x}, {out});
   if (!node) return;
-  node->save(x);
-  node->save(out);  // Note [saved outputs]
+  node->save(x, SaveMode::exact);
+  node->save(out, SaveMode::exact);  // Note [saved outputs]
   const Dims xs = x.sizes();
   node->backward_fn = [=](Node& n, const TensorList& g) -> TensorList {
     Tensor mask, count;
@@ -87,8 +87,8 @@ void amax_amin(const char* name, const Tensor& x, const Tensor& out, const Dims&
 void logsumexp(const Tensor& x, const Tensor& out, const Dims& dims, bool keepdim) {
   auto node = record("LogsumexpBackward", {x}, {out});
   if (!node) return;
-  node->save(x);
-  node->save(out);  // Note [saved outputs]
+  node->save(x, SaveMode::exact);
+  node->save(out, SaveMode::exact);  // Note [saved outputs]
   const Dims xs = x.sizes();
   node->backward_fn = [=](Node& n, const TensorList& g) -> TensorList {
     Tensor out_b = unsqueeze_reduced(n.saved(1), xs, dims, keepdim);
@@ -99,7 +99,7 @@ void logsumexp(const Tensor& x, const Tensor& out, const Dims& dims, bool keepdi
 void var(const Tensor& x, const Tensor& out, const Dims& dims, int64_t correction, bool keepdim, int64_t count) {
   auto node = record("VarBackward", {x}, {out});
   if (!node) return;
-  node->save(x);
+  node->save(x, SaveMode::exact);
   const Dims xs = x.sizes();
   const double dof = double(count - correction > 0 ? count - correction : 0);
   node->backward_fn = [=](Node& n, const TensorList& g) -> TensorList {

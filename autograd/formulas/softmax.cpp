@@ -105,7 +105,7 @@ Tensor one_hot_rows(const Tensor& target, int64_t num_classes, DType dtype) {
 void softmax(const Tensor& x, const Tensor& out, int dim) {
   auto node = record("SoftmaxBackward", {x}, {out});
   if (!node) return;
-  node->save(out);  // Note [saved outputs]
+  node->save(out, SaveMode::exact);  // Note [saved outputs]
   node->backward_fn = [dim](Node& n, const TensorList& g) -> TensorList {
     Tensor y = n.saved(0);
     if (!grad_enabled()) return {softmax_backward_fused(g[0], y, dim, false)};
@@ -116,7 +116,7 @@ void softmax(const Tensor& x, const Tensor& out, int dim) {
 void log_softmax(const Tensor& x, const Tensor& out, int dim) {
   auto node = record("LogSoftmaxBackward", {x}, {out});
   if (!node) return;
-  node->save(out);  // Note [saved outputs]
+  node->save(out, SaveMode::exact);  // Note [saved outputs]
   node->backward_fn = [dim](Node& n, const TensorList& g) -> TensorList {
     Tensor y = n.saved(0);
     if (!grad_enabled()) return {softmax_backward_fused(g[0], y, dim, true)};
@@ -127,8 +127,8 @@ void log_softmax(const Tensor& x, const Tensor& out, int dim) {
 void cross_entropy(const Tensor& logits, const Tensor& target, const Tensor& out) {
   auto node = record("CrossEntropyBackward", {logits}, {out});
   if (!node) return;
-  node->save(logits);
-  node->save(target);
+  node->save(logits, SaveMode::exact);
+  node->save(target, SaveMode::exact);
   node->backward_fn = [](Node& n, const TensorList& g) -> TensorList {
     Tensor x = n.saved(0), t = n.saved(1);
     const double inv_n = 1.0 / double(x.size(0));
