@@ -23,6 +23,10 @@
 //     modulated_weight_grad_ops below, the same formulas as ~40 differentiable ops, so the second
 //     derivative follows by composition. Slower, but only taken when a graph of the backward is
 //     asked for.
+// K and s are saved packable (Note [bf16 saved activations], autograd/node.h): under the bf16
+// scope a selected bank K_b (an activation, B times the kernel) is kept as bf16, as the composite
+// this op replaced kept its operands; a shared kernel is a parameter and s is small, so both stay
+// exact.
 // Both are compared with PyTorch (tests/test_modulated_weight.cpp: the create_graph parity run
 // checks the op form and the double backward, a plain backward the fused kernels).
 #include "autograd/formulas/fused.h"
