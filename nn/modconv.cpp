@@ -4,20 +4,20 @@
 // Note [modulation without weight-sized temporaries]
 // Written literally, spec 3.3 touches the per-sample weight W_b [B, Cout, Cin, k, k] (B times the
 // kernel; 1600 x 1600 x 3 x 3 x B floats at 4x4/8x8) about seven times: normalise K, multiply by s,
-// square, sum, rsqrt-multiply. All the scales are per (b, o, i), so we fold them into one small
-// factor F [B, Cout, Cin] and multiply the kernel once:
+// square, sum, rsqrt-multiply. All the scales are per (b, o, i), so they fold into one factor:
 //   q[o, i]   = sum_{kh,kw} K[o, i]^2                          [(B,) Cout, Cin]  (one pass over K)
 //   r2[o]     = sum_i q[o, i] / (Cin k^2)                      mean square of row o (the rms^2)
 //   s_n       = s / sqrt(mean(s^2))                            scalar over the whole batch tensor
 //   d[b, o]   = rsqrt( sum_i q[o, i] s_n[b, i]^2 / r2[o] + eps )   = rsqrt(sum W_b^2 + eps), exact
-//   F[b,o,i]  = s_n[b, i] * d[b, o] / sqrt(r2[o])
-//   W_b       = K * F[..., None, None]                         the only weight-sized pass
-// For N = 1, q is computed on the shared kernel and the demodulation sum is a [B, Cin] x [Cin, Cout]
-// GEMM. For N > 1 the selected bank K_b = sum_i alpha_{b,i} K_i is itself one GEMM
-// [B, N] x [N, Cout Cin k^2], then one square-and-sum gives q [B, Cout, Cin]. Each step is a
-// registered differentiable op, so the backward (and R1's double backward) follows automatically and
-// also only makes a few weight-sized passes. In real arithmetic this equals the released code's
-// sequence exactly; in f32 the two differ by rounding only (tests/test_modconv.cpp).
+//   W_b       = K * (s_n[b, i] * d[b, o] / sqrt(r2[o]))        the only weight-sized pass
+// The fused op engine::modulated_weight (tensor/ops_fused.cpp, tensor/kernels/modulated_weight.h)
+// computes exactly this in three passes (q; d and s_n; the write) and its backward in six, on the
+// CPU or CUDA; as a chain of ~15 small differentiable ops it was over a thousand kernel launches
+// per generator step on a GPU. For N > 1 the selected bank K_b = sum_i alpha_{b,i} K_i is one GEMM
+// [B, N] x [N, Cout Cin k^2] before it (`batched`). In real arithmetic this equals the released
+// code's sequence exactly; in f32 the two differ by rounding only (tests/test_modconv.cpp,
+// tests/test_modulated_weight.cpp). The op is differentiable to second order (R1 / path-length
+// style double backward through the generator).
 //
 // Note [fused upsampling padding]
 // StyleGAN2's conv2d_resample for up = 2 with a k x k kernel (k > 1) and the 4-tap FIR: the padding
@@ -30,8 +30,8 @@
 //   y   = upfirdn2d(y, f, pad (px0 + pt, px1 + pt, ...), gain 4)   [2H]
 // For k = 3: 2H + 1 after the transposed conv, + 2 pad - 3 (filter) = 2H. The transposed conv uses
 // the weight as-is (StyleGAN2-ADA passes flip_weight = False for up > 1, which means no flip),
-// grouped: weight [B*Cin, Cout, k, k] = W_b transposed in its two channel dims. We build W_b
-// directly in that layout (the factor F and K are permuted views), so no transpose copy is made.
+// grouped: weight [B*Cin, Cout, k, k] = W_b transposed in its two channel dims. modulated_weight
+// writes W_b directly in that layout (transposed = true), so no transpose copy is made.
 // For k = 1: grouped 1x1 conv, then upfirdn2d(up 2, pad (k/2 + 2, k/2 + 1) = (2, 1), gain 4).
 #include "nn/modconv.h"
 
@@ -52,47 +52,14 @@ void check_w(const char* who, const Tensor& w, int64_t batch, int64_t w_dim) {
                "{}: expected w [{}, {}], got {}", who, batch, w_dim, shape_str(w));
 }
 
-Dims range_dims(int64_t from, int64_t to) {
-  Dims d;
-  for (int64_t i = from; i < to; ++i) d.push_back(i);
-  return d;
-}
-
-// The factors of Note [modulation without weight-sized temporaries].
-// kernel: [Cout, Cin, *ks] (shared) or [B, Cout, Cin, *ks] (batched); styles [B, Cin].
-// Returns F [B, Cout, Cin] (demodulate) or [B, 1, Cin] (not), such that W_b = kernel * F[..., ks].
-Tensor modulation_factor(const Tensor& kernel, const Tensor& styles, bool batched, bool demodulate, double gain,
-                         double eps) {
-  if (!demodulate) return unsqueeze(mul(styles, gain), 1);  // [B, 1, Cin]
-  const int64_t lead = batched ? 1 : 0;                     // index of Cout
-  const int64_t cin = kernel.size(lead + 1);
-  int64_t taps = 1;
-  for (int64_t d = lead + 2; d < kernel.dim(); ++d) taps *= kernel.size(d);
-  // q [(B,) Cout, Cin]: sum of squares over the taps (the kernel itself when there are none).
-  const Tensor q = kernel.dim() > lead + 2 ? sum(square(kernel), range_dims(lead + 2, kernel.dim())) : square(kernel);
-  const Tensor r2 = div(sum(q, {lead + 1}, true), double(cin * taps));  // [(B,) Cout, 1]
-  const Tensor sn = mul(styles, rsqrt(mean(square(styles))));            // [B, Cin]
-  const Tensor sn2 = square(sn);
-  // t[b, o] = sum_i q[o, i] sn[b, i]^2
-  Tensor t = batched ? squeeze(bmm(q, unsqueeze(sn2, 2)), 2)  // [B, Cout, Cin] x [B, Cin, 1]
-                     : matmul(sn2, transpose(q, 0, 1));        // [B, Cin] x [Cin, Cout]
-  const Tensor r2b = batched ? squeeze(r2, 2) : unsqueeze(squeeze(r2, 1), 0);  // [B or 1, Cout]
-  const Tensor d = rsqrt(add(div(t, r2b), eps));                                // [B, Cout]
-  const Tensor row = mul(d, rsqrt(r2b));                                        // d / rms  [B, Cout]
-  return mul(unsqueeze(row, 2), unsqueeze(sn, 1));                              // [B, Cout, Cin]
-}
-
-// W = kernel * F, broadcast over the taps. `transposed`: produce [B, Cin, Cout, *ks] instead of
-// [B, Cout, Cin, *ks] (for conv_transpose2d), by permuting both operands (views) before the product.
-Tensor apply_factor(const Tensor& kernel, const Tensor& factor, bool batched, bool transposed) {
-  Tensor k = batched ? kernel : unsqueeze(kernel, 0);  // [1 or B, Cout, Cin, *ks]
-  Tensor f = factor;                                   // [B, Cout or 1, Cin]
-  for (int64_t d = 3; d < k.dim(); ++d) f = unsqueeze(f, -1);
-  if (transposed) {
-    k = transpose(k, 1, 2);
-    f = transpose(f, 1, 2);
-  }
-  return mul(k, f);
+ModulatedWeightParams mod_params(bool batched, bool demodulate, double gain, double eps, bool transposed) {
+  ModulatedWeightParams p;
+  p.batched = batched;
+  p.demodulate = demodulate;
+  p.weight_gain = gain;
+  p.eps = eps;
+  p.transposed = transposed;
+  return p;
 }
 
 // A batch-grouped 1x1 conv as one batched GEMM on the [B, C, H*W] views:
@@ -114,7 +81,7 @@ Tensor modulate_weight(const Tensor& weight, const Tensor& styles, bool demodula
                shape_str(weight), shape_str(styles));
   ENGINE_CHECK(weight.dim() >= 2 && weight.size(1) == styles.size(1),
                "modulate_weight: weight {} does not match styles {} (Cin)", shape_str(weight), shape_str(styles));
-  return apply_factor(weight, modulation_factor(weight, styles, false, demodulate, weight_gain, eps), false, false);
+  return modulated_weight(weight, styles, mod_params(false, demodulate, weight_gain, eps, false));
 }
 
 Tensor modulated_linear(const Tensor& x, const Tensor& styles, const Tensor& weight, const Tensor& bias,
@@ -126,10 +93,9 @@ Tensor modulated_linear(const Tensor& x, const Tensor& styles, const Tensor& wei
                "modulated_linear: expected styles [{}, {}], got {}", x.size(0), x.size(2), shape_str(styles));
   ENGINE_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == weight.size(0)),
                "modulated_linear: expected bias [{}], got {}", weight.size(0), shape_str(bias));
-  // y_b = x_b W_b^T. W_b^T [B, Cin, Cout] is the transposed layout of apply_factor, so the bmm
+  // y_b = x_b W_b^T. W_b^T [B, Cin, Cout] is modulated_weight's transposed layout, so the bmm
   // reads a contiguous operand.
-  const Tensor f = modulation_factor(weight, styles, false, demodulate, weight_gain, eps);
-  const Tensor wt = apply_factor(weight, f, false, true);  // [B, Cin, Cout]
+  const Tensor wt = modulated_weight(weight, styles, mod_params(false, demodulate, weight_gain, eps, true));
   Tensor y = bmm(x, wt);                                    // [B, T, Cout]
   return bias_act_along(y, bias.defined() && bias_gain != 1.0 ? mul(bias, bias_gain) : bias, -1, act);
 }
@@ -230,8 +196,8 @@ Tensor ModulatedConv2d::selected_kernel(const Tensor& w) const {
 Tensor ModulatedConv2d::modulated_weight(const Tensor& w) const {
   const bool batched = config.num_kernels > 1;
   const Tensor kernel = selected_kernel(w);
-  const Tensor f = modulation_factor(kernel, style.forward(w), batched, config.demodulate, weight_gain, config.eps);
-  return apply_factor(kernel, f, batched, false);
+  return engine::modulated_weight(kernel, style.forward(w),
+                                  mod_params(batched, config.demodulate, weight_gain, config.eps, false));
 }
 
 Tensor ModulatedConv2d::forward(const Tensor& x, const Tensor& w) const {
@@ -244,11 +210,16 @@ Tensor ModulatedConv2d::forward(const Tensor& x, const Tensor& w) const {
 
   const bool batched = c.num_kernels > 1;
   const Tensor kernel = selected_kernel(w);
-  const Tensor factor = modulation_factor(kernel, style.forward(w), batched, c.demodulate, weight_gain, c.eps);
+  const Tensor styles = style.forward(w);
+  // The per-sample weight in the layout the conv reads (Note [modulation without weight-sized
+  // temporaries]): [B, Cout, Cin, k, k], or [B, Cin, Cout, k, k] for the transposed conv.
+  auto weights = [&](bool transposed) {
+    return engine::modulated_weight(kernel, styles, mod_params(batched, c.demodulate, weight_gain, c.eps, transposed));
+  };
   const Tensor xg = reshape(x, {1, B * c.in_channels, H, W});  // a view: batch folded into channels
   Tensor y;
   if (!c.upsample) {
-    const Tensor wg = reshape(apply_factor(kernel, factor, batched, false), {B * c.out_channels, c.in_channels, k, k});
+    const Tensor wg = reshape(weights(false), {B * c.out_channels, c.in_channels, k, k});
     if (mtm) {
       y = mtm->conv(x, w, wg, k / 2);
     } else if (k == 1) {
@@ -257,13 +228,13 @@ Tensor ModulatedConv2d::forward(const Tensor& x, const Tensor& w) const {
       y = conv2d(xg, wg, Tensor(), Conv2dParams::make(1, k / 2, 1, B));
     }
   } else if (k == 1) {
-    y = upsample2d(conv1x1(x, apply_factor(kernel, factor, batched, false)));
+    y = upsample2d(conv1x1(x, weights(false)));
   } else {
     // Note [fused upsampling padding].
     const int64_t p0 = k / 2 + 2, p1 = k / 2 + 1;
     const int64_t px0 = p0 - (k - 1), px1 = p1 - (k - 2);
     const int64_t pt = std::max<int64_t>(std::min(-px0, -px1), 0);
-    const Tensor wt = reshape(apply_factor(kernel, factor, batched, true), {B * c.in_channels, c.out_channels, k, k});
+    const Tensor wt = reshape(weights(true), {B * c.in_channels, c.out_channels, k, k});
     y = conv_transpose2d(xg, wt, Tensor(), Conv2dParams::make(2, pt, 1, B));
     UpFirDnParams p;
     p.pad_x0 = p.pad_y0 = px0 + pt;

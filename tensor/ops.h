@@ -225,6 +225,27 @@ Tensor bias_act(const Tensor& x, const Tensor& bias, int64_t dim = 1, BiasActKin
 Tensor bias_act_grad(const Tensor& gy, const Tensor& y, BiasActKind act, double alpha, double gain,
                      std::optional<double> clamp = std::nullopt);
 
+// Aurora's modulation + demodulation (docs/aurora-spec.md 3.3-3.4) as one op: from the kernel K
+// [Cout, Cin, *taps] (shared) or [B, Cout, Cin, *taps] (`batched`, a per-sample bank) and the
+// styles s [B, Cin], the per-sample weight W [B, Cout, Cin, *taps] (`transposed`: [B, Cin, Cout,
+// *taps]):
+//   demodulate: K rows rms-normalised, s / rms(s) over the whole tensor, W = K s, then
+//               W / sqrt(sum_{Cin,taps} W^2 + eps) per (b, o);  otherwise W = K s weight_gain.
+// Formulas, passes and the backward: tensor/kernels/modulated_weight.h. Differentiable to second
+// order (Note [modulated_weight backward] in autograd/formulas/fused.cpp).
+struct ModulatedWeightParams {
+  bool batched = false;
+  bool demodulate = true;
+  double weight_gain = 1.0;  // !demodulate only
+  double eps = 1e-8;         // demodulate only
+  bool transposed = false;
+};
+Tensor modulated_weight(const Tensor& kernel, const Tensor& styles, const ModulatedWeightParams& p);
+// Its first-order backward as fused kernels (no graph recorded): {dL/dkernel, dL/dstyles} from
+// grad = dL/dW; an entry is undefined when its need_* flag is false.
+TensorList modulated_weight_grad(const Tensor& grad, const Tensor& kernel, const Tensor& styles,
+                                 const ModulatedWeightParams& p, bool need_kernel = true, bool need_styles = true);
+
 // No grad, in place: one AdamW step (tensor/kernels/adamw.h) on elements [offset, offset + numel)
 // of the flat parameter buffer p, its gradient g and moments m, v (same dtype, device and size),
 // with the per-segment constants of nn::AdamW. CPU (OpenMP) or CUDA, where p lives.

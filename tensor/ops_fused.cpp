@@ -6,12 +6,17 @@
 //   bias_act_grad  its backward, gy * gain * act'(y); differentiable again for R1's double backward
 //                  (Note [bias_act double backward] in autograd/formulas/fused.cpp).
 //   adamw_update_  the fused AdamW element update over the flat buffers (DESIGN.md section 5).
-// The arithmetic of each is a portable body in tensor/kernels/ (bias_act.h, adamw.h), looped over
-// here on the CPU (OpenMP) and launched by tensor/cuda/fused.cu on a GPU.
+//   modulated_weight  Aurora's modulation + demodulation (spec 3.3-3.4) of a conv / linear kernel:
+//                  3 passes (two small, one weight-sized write) instead of ~15 differentiable ops,
+//                  and modulated_weight_grad, its first-order backward (6 passes).
+// The arithmetic of each is a portable body in tensor/kernels/ (bias_act.h, adamw.h,
+// modulated_weight.h), looped over here on the CPU (OpenMP) and launched by tensor/cuda/fused.cu
+// on a GPU.
 #include "autograd/formulas/fused.h"
 #include "tensor/dispatch.h"
 #include "tensor/kernels/adamw.h"
 #include "tensor/kernels/bias_act.h"
+#include "tensor/kernels/modulated_weight.h"
 #include "tensor/op_helpers.h"
 #include "tensor/ops.h"
 #if ENGINE_WITH_CUDA
@@ -92,6 +97,40 @@ void bias_act_grad_loop(const T* gy, const T* y, T* gx, int64_t n, const F f0) {
   }
 }
 
+// Runs f(j) for j in [0, n) on the CPU, in parallel when the n units of `work` each are worth it.
+template <typename F>
+void cpu_units(int64_t n, int64_t work, const F& f) {
+#pragma omp parallel for schedule(static) if (n * work >= 32768 && n > 1)
+  for (int64_t j = 0; j < n; ++j) f(j);
+}
+
+// Checks the operands of modulated_weight / modulated_weight_grad and returns the problem's dims.
+kernels::ModWeightDims modulated_weight_dims(const char* op, const Tensor& kernel, const Tensor& styles,
+                                             const ModulatedWeightParams& p) {
+  ENGINE_CHECK(kernel.defined() && styles.defined(), "{}: kernel and styles must be defined", op);
+  check_floating(op, kernel);
+  check_same(op, kernel, styles);
+  ENGINE_CHECK(styles.dim() == 2, "{}: styles must be [B, Cin], got {}", op, styles.sizes().str());
+  const int64_t lead = p.batched ? 1 : 0;
+  const int64_t B = styles.size(0), I = styles.size(1);
+  ENGINE_CHECK(kernel.dim() >= lead + 2, "{}: kernel must be {}[Cout, Cin, *taps], got {}", op,
+               p.batched ? "[B, " : "", kernel.sizes().str());
+  ENGINE_CHECK(!p.batched || kernel.size(0) == B, "{}: batched kernel {} does not match styles {} (B)", op,
+               kernel.sizes().str(), styles.sizes().str());
+  ENGINE_CHECK(kernel.size(lead + 1) == I, "{}: kernel {} does not match styles {} (Cin)", op, kernel.sizes().str(),
+               styles.sizes().str());
+  ENGINE_CHECK(!p.demodulate || p.eps >= 0, "{}: eps must be >= 0, got {}", op, p.eps);
+  int64_t T = 1;
+  for (int64_t k = lead + 2; k < kernel.dim(); ++k) T *= kernel.size(k);
+  return {B, kernel.size(lead), I, T, p.batched, p.transposed, p.demodulate, p.weight_gain, p.eps};
+}
+
+Dims modulated_weight_shape(const Tensor& kernel, const kernels::ModWeightDims& d) {
+  Dims out{d.B, d.transposed ? d.I : d.O, d.transposed ? d.O : d.I};
+  for (int64_t k = (d.batched ? 3 : 2); k < kernel.dim(); ++k) out.push_back(kernel.size(k));
+  return out;
+}
+
 }  // namespace
 
 Tensor bias_act(const Tensor& x, const Tensor& bias, int64_t dim, BiasActKind act, double alpha, double gain,
@@ -161,6 +200,85 @@ Tensor bias_act_grad(const Tensor& gy, const Tensor& y, BiasActKind act, double 
   });
   autograd::formulas::bias_act_grad(gy, y, out, p);
   return out;
+}
+
+Tensor modulated_weight(const Tensor& kernel, const Tensor& styles, const ModulatedWeightParams& p) {
+  ENGINE_OP("modulated_weight", kernel, styles);
+  const kernels::ModWeightDims d = modulated_weight_dims("modulated_weight", kernel, styles, p);
+  const Tensor K = kernel.contiguous(), s = styles.contiguous();
+  Tensor out = empty(modulated_weight_shape(kernel, d), opts(kernel.dtype(), kernel.device()));
+  const Tensor scratch = empty({kernels::mw_scratch_size(d, false)}, opts(DType::f64, kernel.device()));
+  dispatch_floating(kernel.dtype(), "modulated_weight", [&](auto zero) {
+    using T = decltype(zero);
+    if (use_cuda("modulated_weight", kernel)) {
+#if ENGINE_WITH_CUDA
+      cuda::modulated_weight(out, K, s, scratch, d);
+#endif
+      return;
+    }
+    const T* kp = K.data<T>();
+    const T* sp = s.data<T>();
+    T* wp = out.data<T>();
+    const kernels::ModWeightScratch w = kernels::mw_scratch(d, scratch.data<double>(), false);
+    if (d.demodulate) {
+      cpu_units(d.bk_count() * d.O * d.I + d.B, d.T,
+                [&](int64_t j) { kernels::mw_stats<T>(d, kp, sp, w.q, w.ss, j); });
+      cpu_units(d.B * d.O + d.B * d.I, d.I, [&](int64_t j) { kernels::mw_rows<T>(d, sp, w.q, w.ss, w.c, w.sn, j); });
+    }
+    cpu_units(d.B * d.O * d.I, d.T, [&](int64_t r) { kernels::mw_write<T>(d, kp, sp, w.c, w.sn, wp, r); });
+  });
+  autograd::formulas::modulated_weight(kernel, styles, out, p);
+  return out;
+}
+
+TensorList modulated_weight_grad(const Tensor& grad, const Tensor& kernel, const Tensor& styles,
+                                 const ModulatedWeightParams& p, bool need_kernel, bool need_styles) {
+  ENGINE_OP("modulated_weight_grad", grad, kernel, styles);
+  const kernels::ModWeightDims d = modulated_weight_dims("modulated_weight_grad", kernel, styles, p);
+  ENGINE_CHECK(grad.defined(), "modulated_weight_grad: grad is undefined");
+  check_same("modulated_weight_grad", grad, kernel);
+  const Dims wshape = modulated_weight_shape(kernel, d);
+  ENGINE_CHECK(grad.sizes() == wshape, "modulated_weight_grad: grad {} must have the weight's shape {}",
+               grad.sizes().str(), wshape.str());
+  const Tensor G = grad.contiguous(), K = kernel.contiguous(), s = styles.contiguous();
+  Tensor dK = need_kernel ? empty(kernel.sizes(), opts(kernel.dtype(), kernel.device())) : Tensor();
+  Tensor ds = need_styles ? empty(styles.sizes(), opts(styles.dtype(), styles.device())) : Tensor();
+  if (!need_kernel && !need_styles) return {dK, ds};
+  const Tensor scratch = empty({kernels::mw_scratch_size(d, true)}, opts(DType::f64, kernel.device()));
+  dispatch_floating(kernel.dtype(), "modulated_weight_grad", [&](auto zero) {
+    using T = decltype(zero);
+    if (use_cuda("modulated_weight_grad", kernel)) {
+#if ENGINE_WITH_CUDA
+      cuda::modulated_weight_grad(dK, ds, G, K, s, scratch, d);
+#endif
+      return;
+    }
+    // The passes of kernels/modulated_weight.h, in the order of launch_modulated_weight_grad.
+    const T* gp = G.data<T>();
+    const T* kp = K.data<T>();
+    const T* sp = s.data<T>();
+    T* dkp = need_kernel ? dK.data<T>() : nullptr;
+    T* dsp = need_styles ? ds.data<T>() : nullptr;
+    const kernels::ModWeightScratch w = kernels::mw_scratch(d, scratch.data<double>(), true);
+    if (d.demodulate) {
+      cpu_units(d.bk_count() * d.O * d.I + d.B, d.T,
+                [&](int64_t j) { kernels::mw_stats<T>(d, kp, sp, w.q, w.ss, j); });
+      cpu_units(d.B * d.O + d.B * d.I, d.I, [&](int64_t j) { kernels::mw_rows<T>(d, sp, w.q, w.ss, w.c, w.sn, j); });
+    }
+    if (d.demodulate || dsp) cpu_units(d.B * d.O * d.I, d.T, [&](int64_t j) { kernels::mw_grad_p<T>(d, gp, kp, w.P, j); });
+    if (d.demodulate) cpu_units(d.B * d.O, d.I, [&](int64_t j) { kernels::mw_grad_rows(d, w.q, w.sn, w.P, w.cg, j); });
+    if (dsp) {
+      cpu_units(d.B * d.I, d.O, [&](int64_t j) { kernels::mw_grad_sn<T>(d, w.P, w.cg, w.q, w.sn, w.gsn, dsp, j); });
+      if (d.demodulate) {
+        cpu_units(d.B, d.I, [&](int64_t b) { kernels::mw_grad_part<T>(d, w.gsn, sp, w.part, b); });
+        cpu_units(d.B * d.I, d.B, [&](int64_t j) { kernels::mw_grad_s<T>(d, w.ss, w.gsn, w.part, sp, dsp, j); });
+      }
+    }
+    if (dkp)
+      cpu_units(d.bk_count() * d.O * d.I, d.T * (d.batched ? 1 : d.B),
+                [&](int64_t j) { kernels::mw_grad_k<T>(d, gp, kp, sp, w.cg, w.sn, dkp, j); });
+  });
+  return {dK, ds};
 }
 
 void adamw_update_(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, int64_t offset,

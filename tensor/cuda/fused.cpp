@@ -58,4 +58,35 @@ void adamw_update(const Tensor& p, const Tensor& g, const Tensor& m, const Tenso
                  v.data<double>() + offset, numel, st, s);
 }
 
+void modulated_weight(const Tensor& W, const Tensor& K, const Tensor& s, const Tensor& scratch,
+                      const kernels::ModWeightDims& dims) {
+  const Device d = W.device();
+  check_device(d, "cuda::modulated_weight");
+  for (const Tensor* t : {&W, &K, &s, &scratch}) check_on("cuda::modulated_weight", *t, d);
+  DeviceGuard guard(d);
+  const Stream st = compute_stream(d);
+  const kernels::ModWeightScratch w = kernels::mw_scratch(dims, scratch.data<double>(), false);
+  if (W.dtype() == DType::f32)
+    launch_modulated_weight(W.data<float>(), K.data<float>(), s.data<float>(), w, dims, st);
+  else
+    launch_modulated_weight(W.data<double>(), K.data<double>(), s.data<double>(), w, dims, st);
+}
+
+void modulated_weight_grad(const Tensor& dK, const Tensor& ds, const Tensor& G, const Tensor& K, const Tensor& s,
+                           const Tensor& scratch, const kernels::ModWeightDims& dims) {
+  const Device d = G.device();
+  check_device(d, "cuda::modulated_weight_grad");
+  for (const Tensor* t : {&dK, &ds, &G, &K, &s, &scratch}) check_on("cuda::modulated_weight_grad", *t, d);
+  DeviceGuard guard(d);
+  const Stream st = compute_stream(d);
+  const kernels::ModWeightScratch w = kernels::mw_scratch(dims, scratch.data<double>(), true);
+  if (G.dtype() == DType::f32)
+    launch_modulated_weight_grad(dK.defined() ? dK.data<float>() : nullptr, ds.defined() ? ds.data<float>() : nullptr,
+                                 G.data<float>(), K.data<float>(), s.data<float>(), w, dims, st);
+  else
+    launch_modulated_weight_grad(dK.defined() ? dK.data<double>() : nullptr,
+                                 ds.defined() ? ds.data<double>() : nullptr, G.data<double>(), K.data<double>(),
+                                 s.data<double>(), w, dims, st);
+}
+
 }  // namespace engine::cuda

@@ -4,6 +4,7 @@
 #pragma once
 #include "tensor/kernels/adamw.h"
 #include "tensor/kernels/bias_act.h"
+#include "tensor/kernels/modulated_weight.h"
 #include "tensor/tensor.h"
 
 namespace engine::cuda {
@@ -17,5 +18,13 @@ void bias_act_grad(const Tensor& out, const Tensor& gy, const Tensor& y, const k
 // AdamW on elements [offset, offset + numel) of the contiguous flat buffers p, g, m, v.
 void adamw_update(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, int64_t offset, int64_t numel,
                   const kernels::AdamWStep& s);
+// W = modulated_weight(K, s) with W, K, s contiguous and `scratch` a contiguous f64 buffer of
+// kernels::mw_scratch_size(d, false) elements, all on one device.
+void modulated_weight(const Tensor& W, const Tensor& K, const Tensor& s, const Tensor& scratch,
+                      const kernels::ModWeightDims& d);
+// Its gradient: dK and ds (undefined: not wanted) from G (contiguous, W's layout); scratch of
+// kernels::mw_scratch_size(d, true) elements.
+void modulated_weight_grad(const Tensor& dK, const Tensor& ds, const Tensor& G, const Tensor& K, const Tensor& s,
+                           const Tensor& scratch, const kernels::ModWeightDims& d);
 
 }  // namespace engine::cuda
