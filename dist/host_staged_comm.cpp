@@ -9,6 +9,7 @@
 #include "autograd/grad_mode.h"
 #include "tensor/backend.h"
 #include "tensor/error.h"
+#include "tensor/memory/profiler.h"
 #include "tensor/ops.h"
 
 namespace engine::dist {
@@ -53,6 +54,7 @@ class HostStagedComm final : public Comm {
 
   void allreduce(Tensor& t, ReduceOp op) override {
     if (on_host(t)) return inner_.allreduce(t, op);
+    memory::OpScope scope("HostStagedComm::allreduce");  // the staging copies, in memory profiles
     autograd::NoGradGuard no_grad;
     Tensor h = to_host(t);
     inner_.allreduce(h, op);
@@ -61,6 +63,7 @@ class HostStagedComm final : public Comm {
 
   void broadcast(Tensor& t, int root) override {
     if (on_host(t)) return inner_.broadcast(t, root);
+    memory::OpScope scope("HostStagedComm::broadcast");  // the staging copies, in memory profiles
     autograd::NoGradGuard no_grad;
     // Only the root's values travel: the other ranks receive into an uninitialised host buffer.
     Tensor h = rank() == root ? to_host(t) : empty(t.sizes(), opts(t.dtype(), Device::cpu()));
@@ -70,6 +73,7 @@ class HostStagedComm final : public Comm {
 
   Tensor allgather(const Tensor& in) override {
     if (on_host(in)) return inner_.allgather(in);
+    memory::OpScope scope("HostStagedComm::allgather");  // the staging copies, in memory profiles
     autograd::NoGradGuard no_grad;
     return to_device(inner_.allgather(to_host(in)), in.device());
   }
@@ -77,6 +81,7 @@ class HostStagedComm final : public Comm {
   Tensor alltoallv(const Tensor& in, const std::vector<int64_t>& send_counts,
                    const std::vector<int64_t>& recv_counts) override {
     if (on_host(in)) return inner_.alltoallv(in, send_counts, recv_counts);
+    memory::OpScope scope("HostStagedComm::alltoallv");  // the staging copies, in memory profiles
     autograd::NoGradGuard no_grad;
     return to_device(inner_.alltoallv(to_host(in), send_counts, recv_counts), in.device());
   }
