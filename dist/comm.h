@@ -55,8 +55,10 @@ std::unique_ptr<Comm> make_local_comm();
 // The communicator of this process: MpiComm when started by mpirun (OMPI_COMM_WORLD_SIZE or
 // PMI_SIZE/PMIX_RANK is set) and the build has MPI, else LocalComm. AURORA_COMM=local forces
 // LocalComm, AURORA_COMM=mpi forces MpiComm (a singleton MPI job without mpirun). Collectives of
-// an MpiComm are watched by a timeout (AURORA_COLLECTIVE_TIMEOUT_S, dist/watchdog.h). On a GPU
-// the trainer makes its NcclComm from this one (dist/nccl_comm.h): MPI bootstraps NCCL.
+// an MpiComm are watched by a timeout (AURORA_COLLECTIVE_TIMEOUT_S, dist/watchdog.h). With
+// several ranks on CUDA the trainer wraps it in a HostStagedComm (dist/host_staged_comm.h), which
+// stages device tensors through host memory; NcclComm (dist/nccl_comm.h, bootstrapped by MPI) is
+// not used by the trainer yet.
 std::unique_ptr<Comm> init_from_environment(int* argc, char*** argv);
 
 }  // namespace engine::dist
