@@ -320,97 +320,87 @@ struct Scalars {
 
 }  // namespace
 
-bool cudnn_conv2d_forward(const cpu::ConvProblem& p, GemmMode mode, const Tensor& x, const Tensor& w,
-                          const Tensor& bias, const Tensor& y) {
-  const Context ctx{"conv2d", &p, mode};
-  if (!describable(p, mode, {&x, &w, &y})) return false;
+namespace {
+
+// One cuDNN convolution call: the problem's three tensors (named for the errors), the bias added
+// to `out` as `bias_channels` planes of `bias_pixels` (filled first, then cuDNN adds with beta =
+// 1; undefined: beta = 0), and `launch`, which issues the cuDNN call through ENGINE_CUDNN_CHECK.
+// Returns false (nothing written) for a problem left to the im2col path.
+struct Operand {
+  const Tensor* tensor;
+  const char* what;
+};
+
+template <typename Launch>
+bool run_cudnn(Direction direction, const Context& ctx, const cpu::ConvProblem& p, GemmMode mode,
+               std::initializer_list<Operand> operands, const Tensor& bias, int64_t bias_channels,
+               int64_t bias_pixels, const Tensor& out, Launch&& launch) {
+  const Operand* o = operands.begin();
+  if (!describable(p, mode, {o[0].tensor, o[1].tensor, o[2].tensor})) return false;
   const DType dt = tensor_dtype(mode);
-  check(ctx.op, x, dt, "input");
-  check(ctx.op, w, dt, "weight");
-  check(ctx.op, y, dt, "output");
+  for (const Operand& operand : operands) check(ctx.op, *operand.tensor, dt, operand.what);
   if (bias.defined()) check(ctx.op, bias, dt, "bias");
-  const Device device = x.device();
+  const Device device = out.device();
   check_device(device, ctx.op);
   DeviceGuard guard(device);
   const cudnnHandle_t h = handle_for(device, ctx);
   Descriptors ds(p, mode, ctx);
-  const Choice c = choose(Direction::forward, device, p, mode, h, ds, ctx);
+  const Choice c = choose(direction, device, p, mode, h, ds, ctx);
   if (!c.ok) return false;
   ENGINE_CUDNN_CHECK(cudnnSetConvolutionMathType(ds.conv.h, c.math), ctx);
   const Tensor ws = workspace_for(c, device);
   double beta = 0;
   if (bias.defined()) {
-    bias_fill(y, bias, p.out_channels, p.shape.out_h * p.shape.out_w);
+    bias_fill(out, bias, bias_channels, bias_pixels);
     beta = 1;
   }
-  const Scalars sc(mode, beta);
-  ENGINE_CUDNN_CHECK(cudnnConvolutionForward(h, sc.alpha(), ds.x.h, x.raw_data(), ds.w.h, w.raw_data(), ds.conv.h,
-                                             cudnnConvolutionFwdAlgo_t(c.algo),
-                                             ws.defined() ? ws.raw_data() : nullptr, c.workspace, sc.beta(), ds.y.h,
-                                             y.raw_data()),
-                     ctx);
+  launch(h, ds, c, ws.defined() ? ws.raw_data() : nullptr, Scalars(mode, beta));
   calls.fetch_add(1, std::memory_order_relaxed);
   return true;
+}
+
+}  // namespace
+
+bool cudnn_conv2d_forward(const cpu::ConvProblem& p, GemmMode mode, const Tensor& x, const Tensor& w,
+                          const Tensor& bias, const Tensor& y) {
+  const Context ctx{"conv2d", &p, mode};
+  return run_cudnn(Direction::forward, ctx, p, mode, {{&x, "input"}, {&w, "weight"}, {&y, "output"}}, bias,
+                   p.out_channels, p.shape.out_h * p.shape.out_w, y,
+                   [&](cudnnHandle_t h, const Descriptors& ds, const Choice& c, void* ws, const Scalars& sc) {
+                     ENGINE_CUDNN_CHECK(cudnnConvolutionForward(h, sc.alpha(), ds.x.h, x.raw_data(), ds.w.h,
+                                                                w.raw_data(), ds.conv.h,
+                                                                cudnnConvolutionFwdAlgo_t(c.algo), ws, c.workspace,
+                                                                sc.beta(), ds.y.h, y.raw_data()),
+                                        ctx);
+                   });
 }
 
 bool cudnn_conv2d_input(const cpu::ConvProblem& p, GemmMode mode, const Tensor& gy, const Tensor& w,
                         const Tensor& bias, const Tensor& x) {
   const Context ctx{"conv_transpose2d", &p, mode};
-  if (!describable(p, mode, {&gy, &w, &x})) return false;
-  const DType dt = tensor_dtype(mode);
-  check(ctx.op, gy, dt, "input");
-  check(ctx.op, w, dt, "weight");
-  check(ctx.op, x, dt, "output");
-  if (bias.defined()) check(ctx.op, bias, dt, "bias");
-  const Device device = x.device();
-  check_device(device, ctx.op);
-  DeviceGuard guard(device);
-  const cudnnHandle_t h = handle_for(device, ctx);
-  Descriptors ds(p, mode, ctx);
-  const Choice c = choose(Direction::backward_data, device, p, mode, h, ds, ctx);
-  if (!c.ok) return false;
-  ENGINE_CUDNN_CHECK(cudnnSetConvolutionMathType(ds.conv.h, c.math), ctx);
-  const Tensor ws = workspace_for(c, device);
-  double beta = 0;
-  if (bias.defined()) {
-    bias_fill(x, bias, p.in_channels, p.shape.height * p.shape.width);
-    beta = 1;
-  }
-  const Scalars sc(mode, beta);
-  ENGINE_CUDNN_CHECK(cudnnConvolutionBackwardData(h, sc.alpha(), ds.w.h, w.raw_data(), ds.y.h, gy.raw_data(),
-                                                  ds.conv.h, cudnnConvolutionBwdDataAlgo_t(c.algo),
-                                                  ws.defined() ? ws.raw_data() : nullptr, c.workspace, sc.beta(),
-                                                  ds.x.h, x.raw_data()),
-                     ctx);
-  calls.fetch_add(1, std::memory_order_relaxed);
-  return true;
+  return run_cudnn(Direction::backward_data, ctx, p, mode, {{&gy, "input"}, {&w, "weight"}, {&x, "output"}}, bias,
+                   p.in_channels, p.shape.height * p.shape.width, x,
+                   [&](cudnnHandle_t h, const Descriptors& ds, const Choice& c, void* ws, const Scalars& sc) {
+                     ENGINE_CUDNN_CHECK(cudnnConvolutionBackwardData(h, sc.alpha(), ds.w.h, w.raw_data(), ds.y.h,
+                                                                     gy.raw_data(), ds.conv.h,
+                                                                     cudnnConvolutionBwdDataAlgo_t(c.algo), ws,
+                                                                     c.workspace, sc.beta(), ds.x.h, x.raw_data()),
+                                        ctx);
+                   });
 }
 
 bool cudnn_conv2d_weight(const cpu::ConvProblem& p, GemmMode mode, const Tensor& x, const Tensor& gy,
                          const Tensor& gw) {
   const Context ctx{"conv2d_weight", &p, mode};
-  if (!describable(p, mode, {&x, &gy, &gw})) return false;
-  const DType dt = tensor_dtype(mode);
-  check(ctx.op, x, dt, "input");
-  check(ctx.op, gy, dt, "output gradient");
-  check(ctx.op, gw, dt, "weight gradient");
-  const Device device = x.device();
-  check_device(device, ctx.op);
-  DeviceGuard guard(device);
-  const cudnnHandle_t h = handle_for(device, ctx);
-  Descriptors ds(p, mode, ctx);
-  const Choice c = choose(Direction::backward_filter, device, p, mode, h, ds, ctx);
-  if (!c.ok) return false;
-  ENGINE_CUDNN_CHECK(cudnnSetConvolutionMathType(ds.conv.h, c.math), ctx);
-  const Tensor ws = workspace_for(c, device);
-  const Scalars sc(mode, 0.0);
-  ENGINE_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, sc.alpha(), ds.x.h, x.raw_data(), ds.y.h, gy.raw_data(),
-                                                    ds.conv.h, cudnnConvolutionBwdFilterAlgo_t(c.algo),
-                                                    ws.defined() ? ws.raw_data() : nullptr, c.workspace, sc.beta(),
-                                                    ds.w.h, gw.raw_data()),
-                     ctx);
-  calls.fetch_add(1, std::memory_order_relaxed);
-  return true;
+  return run_cudnn(Direction::backward_filter, ctx, p, mode,
+                   {{&x, "input"}, {&gy, "output gradient"}, {&gw, "weight gradient"}}, Tensor(), 0, 0, gw,
+                   [&](cudnnHandle_t h, const Descriptors& ds, const Choice& c, void* ws, const Scalars& sc) {
+                     ENGINE_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, sc.alpha(), ds.x.h, x.raw_data(), ds.y.h,
+                                                                       gy.raw_data(), ds.conv.h,
+                                                                       cudnnConvolutionBwdFilterAlgo_t(c.algo), ws,
+                                                                       c.workspace, sc.beta(), ds.w.h, gw.raw_data()),
+                                        ctx);
+                   });
 }
 
 int64_t cudnn_cached_algorithms() {
