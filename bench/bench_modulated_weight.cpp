@@ -1,7 +1,7 @@
 // bench_modulated_weight.cpp: the fused modulated_weight op (tensor/ops_fused.cpp) against the
-// composite of ~15 differentiable ops it replaced in nn/modconv.cpp (written out below, as in
-// tests/test_modulated_weight.cpp), on the CPU, for the per-sample weights of the layers of
-// bench_modconv plus a shared 3x3 kernel (N = 1). Each case: forward only, and forward + backward
+// composite of ~15 differentiable ops it replaced in nn/modconv.cpp (tests/
+// modulated_weight_composite.h, shared with tests/test_modulated_weight.cpp), on the CPU, for the
+// per-sample weights of the layers of bench_modconv plus a shared 3x3 kernel (N = 1). Each case: forward only, and forward + backward
 // (dK, ds from a fixed upstream gradient). Median of --reps after two warm-up runs; also the
 // number of ops recorded by one forward (autograd nodes of the graph = the launches on a GPU).
 //
@@ -21,42 +21,11 @@
 #include "autograd/node.h"
 #include "bench/bench_util.h"
 #include "tensor/ops.h"
+#include "tests/modulated_weight_composite.h"
 
 using namespace engine;
 
 namespace {
-
-Tensor composite(const Tensor& kernel, const Tensor& styles, const ModulatedWeightParams& p) {
-  const bool batched = p.batched;
-  Tensor f;
-  if (!p.demodulate) {
-    f = unsqueeze(mul(styles, p.weight_gain), 1);
-  } else {
-    const int64_t lead = batched ? 1 : 0;
-    const int64_t cin = kernel.size(lead + 1);
-    int64_t taps = 1;
-    Dims tap_dims;
-    for (int64_t d = lead + 2; d < kernel.dim(); ++d) {
-      taps *= kernel.size(d);
-      tap_dims.push_back(d);
-    }
-    const Tensor q = tap_dims.empty() ? square(kernel) : sum(square(kernel), tap_dims);
-    const Tensor r2 = div(sum(q, {lead + 1}, true), double(cin * taps));
-    const Tensor sn = mul(styles, rsqrt(mean(square(styles))));
-    const Tensor sn2 = square(sn);
-    const Tensor t = batched ? squeeze(bmm(q, unsqueeze(sn2, 2)), 2) : matmul(sn2, transpose(q, 0, 1));
-    const Tensor r2b = batched ? squeeze(r2, 2) : unsqueeze(squeeze(r2, 1), 0);
-    const Tensor d = rsqrt(add(div(t, r2b), p.eps));
-    f = mul(unsqueeze(mul(d, rsqrt(r2b)), 2), unsqueeze(sn, 1));
-  }
-  Tensor k = batched ? kernel : unsqueeze(kernel, 0);
-  for (int64_t d = 3; d < k.dim(); ++d) f = unsqueeze(f, -1);
-  if (p.transposed) {
-    k = transpose(k, 1, 2);
-    f = transpose(f, 1, 2);
-  }
-  return mul(k, f);
-}
 
 // Nodes reachable from y's grad_fn (each one op recorded by the forward).
 int count_nodes(const Tensor& y) {
@@ -114,18 +83,18 @@ int main(int argc, char** argv) {
     auto fwd = [&](bool fused) {
       return [&, fused] {
         autograd::NoGradGuard ng;
-        (void)(fused ? modulated_weight(K, s, p) : composite(K, s, p));
+        (void)(fused ? modulated_weight(K, s, p) : test::modulated_weight_composite(K, s, p));
       };
     };
     auto fwd_bwd = [&](bool fused) {
       return [&, fused] {
-        const Tensor y = fused ? modulated_weight(K, s, p) : composite(K, s, p);
+        const Tensor y = fused ? modulated_weight(K, s, p) : test::modulated_weight_composite(K, s, p);
         (void)autograd::grad({y}, {K, s}, {go});
       };
     };
     const double ff = bench::measure(fwd(true), reps).time_ms, fc = bench::measure(fwd(false), reps).time_ms;
     const double bf = bench::measure(fwd_bwd(true), reps).time_ms, bc = bench::measure(fwd_bwd(false), reps).time_ms;
-    const int nf = count_nodes(modulated_weight(K, s, p)), nc = count_nodes(composite(K, s, p));
+    const int nf = count_nodes(modulated_weight(K, s, p)), nc = count_nodes(test::modulated_weight_composite(K, s, p));
     std::printf("%-14s %10.2f %10.2f %10.2f %10.2f %8d %8d\n", c.name, ff, fc, bf, bc, nf, nc);
     std::printf("BENCH case=%s_fwd metric=time_ms ours=%.4f ref=%.4f ratio=%.4f ref_name=composite\n", c.name, ff, fc,
                 ff / fc);

@@ -22,6 +22,7 @@
 
 #include "autograd/gradcheck.h"
 #include "autograd/grad_mode.h"
+#include "tests/modulated_weight_composite.h"
 #include "tests/parity/parity.h"
 
 using namespace engine;
@@ -54,40 +55,6 @@ ModulatedWeightParams params(bool batched, bool demod, bool transposed) {
 
 std::string case_name(const KernelCase& k, bool demod, bool tr, const char* sfx) {
   return std::string(k.name) + (demod ? ".demod" : ".plain") + (tr ? ".tr." : ".std.") + sfx;
-}
-
-// The composite that nn/modconv.cpp used before the fused op (modulation_factor + apply_factor):
-// an independent formulation (GEMMs and broadcasts of registered differentiable ops).
-Tensor composite(const Tensor& kernel, const Tensor& styles, const ModulatedWeightParams& p) {
-  const bool batched = p.batched;
-  Tensor f;
-  if (!p.demodulate) {
-    f = unsqueeze(mul(styles, p.weight_gain), 1);  // [B, 1, Cin]
-  } else {
-    const int64_t lead = batched ? 1 : 0;
-    const int64_t cin = kernel.size(lead + 1);
-    int64_t taps = 1;
-    Dims tap_dims;
-    for (int64_t d = lead + 2; d < kernel.dim(); ++d) {
-      taps *= kernel.size(d);
-      tap_dims.push_back(d);
-    }
-    const Tensor q = tap_dims.empty() ? square(kernel) : sum(square(kernel), tap_dims);
-    const Tensor r2 = div(sum(q, {lead + 1}, true), double(cin * taps));
-    const Tensor sn = mul(styles, rsqrt(mean(square(styles))));
-    const Tensor sn2 = square(sn);
-    const Tensor t = batched ? squeeze(bmm(q, unsqueeze(sn2, 2)), 2) : matmul(sn2, transpose(q, 0, 1));
-    const Tensor r2b = batched ? squeeze(r2, 2) : unsqueeze(squeeze(r2, 1), 0);
-    const Tensor d = rsqrt(add(div(t, r2b), p.eps));
-    f = mul(unsqueeze(mul(d, rsqrt(r2b)), 2), unsqueeze(sn, 1));
-  }
-  Tensor k = batched ? kernel : unsqueeze(kernel, 0);
-  for (int64_t d = 3; d < k.dim(); ++d) f = unsqueeze(f, -1);
-  if (p.transposed) {
-    k = transpose(k, 1, 2);
-    f = transpose(f, 1, 2);
-  }
-  return mul(k, f);
 }
 
 void check_near(const std::string& what, const Tensor& a, const Tensor& b, double rtol, double atol) {
@@ -180,7 +147,7 @@ TEST_CASE("modulated_weight: equal to the composite it replaced, to f32 rounding
         CAPTURE(tr);
         const ModulatedWeightParams p = params(sh.batched, demod, tr);
         const Tensor wf = modulated_weight(K, s, p);
-        const Tensor wc = composite(K, s, p);
+        const Tensor wc = test::modulated_weight_composite(K, s, p);
         check_near("forward", wf, wc, 2e-6, 2e-6);
         const Tensor go = randn(wf.sizes(), gen, opts(DType::f32));
         const TensorList gf = autograd::grad({wf}, {K, s}, {go});

@@ -21,24 +21,14 @@
 #include "autograd/node.h"
 #include "tensor/ops.h"
 #include "tensor/precision.h"
+#include "tests/bf16_reference.h"
 
 using namespace engine;
 
 namespace {
 
 // bf16 rounding of an f32 value, round to nearest even (finite inputs).
-double round_bf16(double v) {
-  const float f = float(v);
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  const uint32_t lower = u & 0xffffu, upper = u >> 16;
-  uint32_t r = upper;
-  if (lower > 0x8000u || (lower == 0x8000u && (upper & 1u))) ++r;
-  u = r << 16;
-  float out;
-  std::memcpy(&out, &u, 4);
-  return out;
-}
+double round_bf16(double v) { return test::round_to_bf16(float(v)); }
 std::vector<double> rounded(const std::vector<double>& v) {
   std::vector<double> out(v.size());
   for (size_t i = 0; i < v.size(); ++i) out[i] = round_bf16(v[i]);

@@ -21,22 +21,13 @@
 #include "tensor/memory/memory.h"
 #include "tensor/ops.h"
 #include "tensor/precision.h"
+#include "tests/bf16_reference.h"
 
 using namespace engine;
 
 namespace {
 
-float round_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  const uint32_t lower = u & 0xffffu, upper = u >> 16;
-  uint32_t r = upper;
-  if (lower > 0x8000u || (lower == 0x8000u && (upper & 1u))) ++r;
-  u = r << 16;
-  float out;
-  std::memcpy(&out, &u, 4);
-  return out;
-}
+float round_bf16(float f) { return test::round_to_bf16(f); }
 
 Tensor rnd(const Dims& shape, uint64_t seed) {
   Generator gen(seed);
