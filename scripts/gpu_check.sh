@@ -38,7 +38,7 @@ run_build() {
 
 run_test() {
   local start=$SECONDS
-  (cd "$build" && ctest -L gpu --output-on-failure --timeout 900) > "$out/test.log" 2>&1
+  (cd "$build" && ctest -L gpu -V --timeout 900) > "$out/test.log" 2>&1  # -V: the SKIPPED lines too
   local rc=$?
   note "test: rc $rc in $((SECONDS - start)) s: $(grep -E 'tests passed|tests failed' "$out/test.log" | tail -1)"
   grep -E "SKIPPED" "$out/test.log" | sort | uniq -c | sed 's/^/gpu_check:   /' | tee -a "$summary"
@@ -50,7 +50,7 @@ run_profile() {
   for precision in f32 bf16; do
     "$build/aurora" profile --config "$root/configs/tiny16.json" --steps 3 --warmup 1 --device cuda \
       --set "train.precision=$precision" --out "$out/profile-$precision" > "$out/profile-$precision.log" 2>&1 || rc=1
-    note "profile $precision: $(grep -E '^aurora profile: step' "$out/profile-$precision.log" | tail -1)"
+    note "profile $precision: $(grep -E '^aurora profile: step|error' "$out/profile-$precision.log" | tail -1)"
   done
   return $rc
 }
