@@ -163,6 +163,30 @@ TEST_CASE("gpu cudnn: without cuDNN, selecting it is a clear error") {
   CHECK(aurora::resolve_train_device(train, 1) == kGpu);
 }
 
+TEST_CASE("gpu cudnn: a conv's backward runs under the algorithm its Node was recorded with") {
+  if (gpu_test::no_device()) return;
+  // Recorded under im2col, differentiated inside a cudnn scope: the backward convolutions keep
+  // im2col (in a build without cuDNN the cudnn policy would throw), so the gradients equal the
+  // ones taken outside any scope bit for bit.
+  Generator gen(5);
+  const Tensor x = randn({2, 3, 9, 9}, gen).to(kGpu).requires_grad_(true);
+  const Tensor w = randn({4, 3, 3, 3}, gen).to(kGpu).requires_grad_(true);
+  Conv2dParams p;
+  p.stride_h = p.stride_w = 2;
+  p.pad_h = p.pad_w = 1;
+  const Tensor y = conv2d(x, w, Tensor(), p);
+  const Tensor g = randn(y.sizes(), gen).to(kGpu);
+  const TensorList plain = autograd::grad({y}, {x, w}, {g}, /*create_graph=*/false, /*allow_unused=*/false,
+                                          /*retain_graph=*/true);
+  TensorList scoped;
+  {
+    ConvAlgorithmScope cudnn(ConvAlgorithm::cudnn);
+    scoped = autograd::grad({y}, {x, w}, {g});
+  }
+  CHECK(gpu_test::bytes_of(scoped[0]) == gpu_test::bytes_of(plain[0]));
+  CHECK(gpu_test::bytes_of(scoped[1]) == gpu_test::bytes_of(plain[1]));
+}
+
 TEST_CASE("gpu cudnn: vs im2col on the device and vs the CPU, f32 and f64, forward / backward / double backward") {
   if (gpu_test::no_device()) return;
   if (no_cudnn()) return;
