@@ -7,7 +7,8 @@
 // images and 2 heads each one is 32 MiB, and they dominate the generator's peak memory. The fused
 // forward keeps only its output and the per-row log-sum-exp lse [B, H, Tq]; the backward recomputes
 // the attention matrix a block of rows at a time (as FlashAttention does, Dao et al. 2022).
-// Backward formula: autograd/formulas/l2_attention.cpp. On CUDA (tensor/cuda/l2_attention.cu):
+// The discriminator's squared-distance logits (L2AttnForm::sq_distance, kernels/l2_attention.h) run
+// through the same kernels. Backward formula: autograd/formulas/l2_attention.cpp. On CUDA (tensor/cuda/l2_attention.cu):
 // one thread per query row with an online softmax forward, per-query and per-key kernels backward.
 #include "autograd/formulas/l2_attention.h"
 #include "autograd/grad_mode.h"
@@ -24,7 +25,8 @@ namespace engine {
 
 namespace {
 
-cpu::L2AttnGeom check_l2_attention(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, double eps) {
+cpu::L2AttnGeom check_l2_attention(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, double eps,
+                                   L2AttnForm form) {
   ENGINE_CHECK(q.defined() && k.defined() && v.defined(), "{}: undefined q, k or v", op);
   check_floating(op, q);
   check_same(op, q, k);
@@ -39,19 +41,22 @@ cpu::L2AttnGeom check_l2_attention(const char* op, const Tensor& q, const Tensor
   ENGINE_CHECK(q.size(1) > 0 && k.size(1) > 0 && q.size(3) > 0 && v.size(3) > 0,
                "{}: empty tokens or head dim (q {}, k {}, v {})", op, q.sizes().str(), k.sizes().str(),
                v.sizes().str());
-  ENGINE_CHECK(eps > 0, "{}: eps must be positive (Note [L2 attention logits]), got {}", op, eps);
+  ENGINE_CHECK(form == L2AttnForm::sq_distance || form == L2AttnForm::distance, "{}: unknown logit form {}", op,
+               int(form));
+  ENGINE_CHECK(form == L2AttnForm::sq_distance || eps > 0, "{}: eps must be positive (Note [L2 attention logits]), got {}", op, eps);
   cpu::L2AttnGeom g;
   g.B = q.size(0), g.Tq = q.size(1), g.Tk = k.size(1), g.H = q.size(2), g.d = q.size(3), g.dv = v.size(3);
   for (int i = 0; i < 4; ++i) g.qs[i] = q.stride(i), g.ks[i] = k.stride(i), g.vs[i] = v.stride(i);
-  g.eps = eps;
+  g.eps = form == L2AttnForm::distance ? eps : 0.0;
+  g.form = form;
   return g;
 }
 
 }  // namespace
 
-Tensor l2_attention_fused(const Tensor& q, const Tensor& k, const Tensor& v, double eps) {
+Tensor l2_attention_fused(const Tensor& q, const Tensor& k, const Tensor& v, double eps, L2AttnForm form) {
   ENGINE_OP("l2_attention_fused", q, k, v);
-  const cpu::L2AttnGeom g = check_l2_attention("l2_attention_fused", q, k, v, eps);
+  const cpu::L2AttnGeom g = check_l2_attention("l2_attention_fused", q, k, v, eps, form);
   const TensorOptions o = opts(q.dtype(), q.device());
   Tensor out = empty({g.B, g.Tq, g.H * g.dv}, o);
   Tensor lse = empty({g.B, g.H, g.Tq}, o);
@@ -63,17 +68,17 @@ Tensor l2_attention_fused(const Tensor& q, const Tensor& k, const Tensor& v, dou
     using T = decltype(zero);
     cpu::l2_attention_forward<T>(g, q.data<T>(), k.data<T>(), v.data<T>(), out.data<T>(), lse.data<T>());
   });
-  autograd::formulas::l2_attention_fused(q, k, v, out, lse, eps);
+  autograd::formulas::l2_attention_fused(q, k, v, out, lse, g.eps, form);
   return out;
 }
 
 L2AttentionGrads l2_attention_fused_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v,
                                              const Tensor& out, const Tensor& lse, double eps,
-                                             const std::array<bool, 3>& needed) {
+                                             const std::array<bool, 3>& needed, L2AttnForm form) {
   ENGINE_OP("l2_attention_fused_backward", grad_out, q, k, v);
   autograd::NoGradGuard no_grad;  // a primitive without a backward: it records nothing
   const char* op = "l2_attention_fused_backward";
-  const cpu::L2AttnGeom g = check_l2_attention(op, q, k, v, eps);
+  const cpu::L2AttnGeom g = check_l2_attention(op, q, k, v, eps, form);
   const Dims out_shape{g.B, g.Tq, g.H * g.dv};
   ENGINE_CHECK(grad_out.defined() && grad_out.sizes() == out_shape, "{}: grad_out has shape {}, expected {}", op,
                grad_out.defined() ? grad_out.sizes().str() : std::string("undefined"), out_shape.str());

@@ -4,6 +4,7 @@
 #pragma once
 #include <array>
 
+#include "tensor/kernels/l2_attention.h"
 #include "tensor/tensor.h"
 
 namespace engine {
@@ -14,7 +15,13 @@ namespace engine {
 // without keeping any Tq x Tk matrix: the backward recomputes it per block of rows. A backward
 // with create_graph records differentiable ops instead (double backward works, at the memory cost
 // of the unfused form).
-Tensor l2_attention_fused(const Tensor& q, const Tensor& k, const Tensor& v, double eps);
+// form = L2AttnForm::sq_distance instead computes the discriminator's logits
+// l_ij = (2 q_i.k_j - |k_j|^2) / sqrt(d) (Note [L2 logits without the row constant],
+// nn/disc_attention.h; eps is ignored), with the same memory behaviour; its create_graph backward
+// is smooth everywhere, so R1 can differentiate it twice.
+using kernels::L2AttnForm;
+Tensor l2_attention_fused(const Tensor& q, const Tensor& k, const Tensor& v, double eps,
+                          L2AttnForm form = L2AttnForm::distance);
 // No grad: the gradients of l2_attention_fused given grad_out, its output `out` and the per-row
 // log-sum-exp `lse` [B, H, Tq] of its logits; those flagged in `needed` (q, k, v), contiguous.
 struct L2AttentionGrads {
@@ -22,6 +29,7 @@ struct L2AttentionGrads {
 };
 L2AttentionGrads l2_attention_fused_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v,
                                              const Tensor& out, const Tensor& lse, double eps,
-                                             const std::array<bool, 3>& needed);
+                                             const std::array<bool, 3>& needed,
+                                             L2AttnForm form = L2AttnForm::distance);
 
 }  // namespace engine

@@ -89,6 +89,13 @@ ENGINE_L2_CLONES void logits_row(int64_t n, T a, const T* __restrict kn, T two_c
   for (int64_t j = 0; j < n; ++j) row[j] = kernels::l2_logit(kernels::l2_u(a, kn[j], two_c, row[j]), floor_u);
 }
 
+// Forward, sq_distance: row[j] = l_ij = 2s S_ij - kn_j.
+template <typename T>
+ENGINE_L2_CLONES void logits_row_sq(int64_t n, const T* __restrict kn, T two_s, T* __restrict row) {
+  ENGINE_REDUCE_SIMD
+  for (int64_t j = 0; j < n; ++j) row[j] = kernels::l2sq_logit(row[j], kn[j], two_s);
+}
+
 template <typename T>
 ENGINE_L2_CLONES void exp_row(int64_t n, T m, T* __restrict row) {
   ENGINE_REDUCE_SIMD
@@ -112,6 +119,20 @@ ENGINE_L2_CLONES void grad_row(int64_t n, T a, const T* __restrict kn, T two_c, 
   }
 }
 
+// Backward, sq_distance: as grad_row with l_ij = 2s S_ij - kn_j and G_ij = -s dl_ij.
+template <typename T>
+ENGINE_L2_CLONES void grad_row_sq(int64_t n, const T* __restrict kn, T two_s, T lse, T D, T sc, T* __restrict srow,
+                                  T* __restrict grow, T* __restrict cg) {
+  ENGINE_REDUCE_SIMD
+  for (int64_t j = 0; j < n; ++j) {
+    const T A = kernels::vexp(T(kernels::l2sq_logit(srow[j], kn[j], two_s) - lse));
+    const T gu = kernels::l2sq_grad(A, grow[j], D, sc);
+    srow[j] = A;
+    grow[j] = gu;
+    cg[j] += gu;
+  }
+}
+
 }  // namespace
 
 template <typename T>
@@ -120,6 +141,9 @@ void l2_attention_forward(const L2AttnGeom& g, const T* q, const T* k, const T* 
   const int64_t blocks = (g.Tq + R - 1) / R, tasks = g.B * g.H * blocks;
   const double c = 1.0 / double(g.d);
   const T floor_u = T(0.5 * c * g.eps), two_c = T(2.0 * c);
+  const bool sq = g.form == kernels::L2AttnForm::sq_distance;
+  const double sc = 1.0 / std::sqrt(double(g.d));  // sq_distance's s
+  const T two_s = T(2.0 * sc);
   const int threads = omp_get_max_threads();
   // S [R, Tk], kn [Tk], inv [R], packed q [R, d], k [Tk, d], v [Tk, dv]
   const int64_t per = R * g.Tk + g.Tk + R + R * g.d + g.Tk * (g.d + g.dv);
@@ -140,14 +164,18 @@ void l2_attention_forward(const L2AttnGeom& g, const T* q, const T* k, const T* 
     const Mat<T> Q = head_rows(q, g.qs, b, h, i0, rb, g.d, qpack);
     const Mat<T> K = head_rows(k, g.ks, b, h, 0, g.Tk, g.d, kpack);
     const Mat<T> V = head_rows(v, g.vs, b, h, 0, g.Tk, g.dv, vpack);
-    row_norms(K, g.Tk, g.d, c, kn);
+    row_norms(K, g.Tk, g.d, sq ? sc : c, kn);
     gemm<T>(false, true, rb, g.Tk, g.d, T(1), Q.p, Q.ld, K.p, K.ld, T(0), S, g.Tk);
     for (int64_t r = 0; r < rb; ++r) {
-      T qn = T(0);
-      for (int64_t j = 0; j < g.d; ++j) qn += Q.p[r * Q.ld + j] * Q.p[r * Q.ld + j];
-      const T a = T(c) * qn + T(c * g.eps);
       T* row = S + r * g.Tk;
-      logits_row(g.Tk, a, kn, two_c, floor_u, row);
+      if (sq) {
+        logits_row_sq(g.Tk, kn, two_s, row);
+      } else {
+        T qn = T(0);
+        for (int64_t j = 0; j < g.d; ++j) qn += Q.p[r * Q.ld + j] * Q.p[r * Q.ld + j];
+        const T a = T(c) * qn + T(c * g.eps);
+        logits_row(g.Tk, a, kn, two_c, floor_u, row);
+      }
       const T m = kernels::line_max(row, g.Tk, int64_t(1));
       exp_row(g.Tk, m, row);
       const double s = kernels::lane_sum(g.Tk, [row](int64_t j) { return row[j]; });
@@ -168,6 +196,9 @@ void l2_attention_backward(const L2AttnGeom& g, const T* grad_out, const T* q, c
   const int64_t blocks = (g.Tq + R - 1) / R, tasks = g.B * g.H;
   const double c = 1.0 / double(g.d);
   const T floor_u = T(0.5 * c * g.eps), two_c = T(2.0 * c), half_c = T(0.5 * c);
+  const bool sq = g.form == kernels::L2AttnForm::sq_distance;
+  const double sc = 1.0 / std::sqrt(double(g.d));  // sq_distance's s
+  const T two_s = T(2.0 * sc);
   const int threads = omp_get_max_threads();
   // S [R, Tk], dA [R, Tk], kn [Tk], cg [Tk], rg [R], D [R], packed q [R, d], k [Tk, d], v [Tk, dv]
   const int64_t per = 2 * R * g.Tk + 2 * g.Tk + 2 * R + R * g.d + g.Tk * (g.d + g.dv);
@@ -189,7 +220,7 @@ void l2_attention_backward(const L2AttnGeom& g, const T* grad_out, const T* q, c
     T* vpack = kpack + g.Tk * g.d;
     const Mat<T> K = head_rows(k, g.ks, b, h, 0, g.Tk, g.d, kpack);
     const Mat<T> V = head_rows(v, g.vs, b, h, 0, g.Tk, g.dv, vpack);
-    row_norms(K, g.Tk, g.d, c, kn);
+    row_norms(K, g.Tk, g.d, sq ? sc : c, kn);
     std::fill(cg, cg + g.Tk, T(0));
     T* dk_bh = dk ? dk + b * g.Tk * ldq + h * g.d : nullptr;
     T* dv_bh = dv ? dv + b * g.Tk * ldo + h * g.dv : nullptr;
@@ -206,11 +237,16 @@ void l2_attention_backward(const L2AttnGeom& g, const T* grad_out, const T* q, c
       gemm<T>(false, true, rb, g.Tk, g.dv, T(1), dO, ldo, V.p, V.ld, T(0), dA, g.Tk);
       gemm<T>(false, true, rb, g.Tk, g.d, T(1), Q.p, Q.ld, K.p, K.ld, T(0), S, g.Tk);
       for (int64_t r = 0; r < rb; ++r) {
-        T qn = T(0);
-        for (int64_t j = 0; j < g.d; ++j) qn += Q.p[r * Q.ld + j] * Q.p[r * Q.ld + j];
-        const T a = T(c) * qn + T(c * g.eps), L = lse[bh * g.Tq + i0 + r], Dr = D[r];
+        const T L = lse[bh * g.Tq + i0 + r], Dr = D[r];
         T* srow = S + r * g.Tk;
         T* grow = dA + r * g.Tk;
+        if (sq) {
+          grad_row_sq(g.Tk, kn, two_s, L, Dr, T(sc), srow, grow, cg);
+          continue;  // no Q rowsum(G) term (kernels/l2_attention.h)
+        }
+        T qn = T(0);
+        for (int64_t j = 0; j < g.d; ++j) qn += Q.p[r * Q.ld + j] * Q.p[r * Q.ld + j];
+        const T a = T(c) * qn + T(c * g.eps);
         grad_row(g.Tk, a, kn, two_c, floor_u, L, Dr, half_c, srow, grow, cg);
         rg[r] = T(kernels::lane_sum(g.Tk, [grow](int64_t j) { return grow[j]; }));
       }
@@ -218,8 +254,9 @@ void l2_attention_backward(const L2AttnGeom& g, const T* grad_out, const T* q, c
       if (dq) {
         T* dq_b = dq + (b * g.Tq + i0) * ldq + h * g.d;
         gemm<T>(false, false, rb, g.d, g.Tk, T(-2), dA, g.Tk, K.p, K.ld, T(0), dq_b, ldq);
-        for (int64_t r = 0; r < rb; ++r)
-          for (int64_t j = 0; j < g.d; ++j) dq_b[r * ldq + j] += T(2) * Q.p[r * Q.ld + j] * rg[r];
+        if (!sq)
+          for (int64_t r = 0; r < rb; ++r)
+            for (int64_t j = 0; j < g.d; ++j) dq_b[r * ldq + j] += T(2) * Q.p[r * Q.ld + j] * rg[r];
       }
       if (dk_bh) gemm<T>(true, false, g.Tk, g.d, rb, T(-2), dA, g.Tk, Q.p, Q.ld, blk == 0 ? T(0) : T(1), dk_bh, ldq);
     }
