@@ -8,7 +8,8 @@
 // forward keeps only its output and the per-row log-sum-exp lse [B, H, Tq]; the backward recomputes
 // the attention matrix a block of rows at a time (as FlashAttention does, Dao et al. 2022).
 // The discriminator's squared-distance logits (L2AttnForm::sq_distance, kernels/l2_attention.h) run
-// through the same kernels. Backward formula: autograd/formulas/l2_attention.cpp. On CUDA (tensor/cuda/l2_attention.cu):
+// through the same kernels. Backward formula: autograd/formulas/l2_attention.cpp.
+// On CUDA (tensor/cuda/l2_attention.cu):
 // one thread per query row with an online softmax forward, per-query and per-key kernels backward.
 #include "autograd/formulas/l2_attention.h"
 #include "autograd/grad_mode.h"
@@ -43,7 +44,8 @@ cpu::L2AttnGeom check_l2_attention(const char* op, const Tensor& q, const Tensor
                v.sizes().str());
   ENGINE_CHECK(form == L2AttnForm::sq_distance || form == L2AttnForm::distance, "{}: unknown logit form {}", op,
                int(form));
-  ENGINE_CHECK(form == L2AttnForm::sq_distance || eps > 0, "{}: eps must be positive (Note [L2 attention logits]), got {}", op, eps);
+  ENGINE_CHECK(form == L2AttnForm::sq_distance || eps > 0,
+               "{}: eps must be positive (Note [L2 attention logits]), got {}", op, eps);
   cpu::L2AttnGeom g;
   g.B = q.size(0), g.Tq = q.size(1), g.Tk = k.size(1), g.H = q.size(2), g.d = q.size(3), g.dv = v.size(3);
   for (int i = 0; i < 4; ++i) g.qs[i] = q.stride(i), g.ks[i] = k.stride(i), g.vs[i] = v.stride(i);

@@ -2,7 +2,7 @@
 // tests/test_upfirdn, test_deform, test_index, test_pool and test_l2_attention_fused check against
 // PyTorch and finite differences): upfirdn2d, deform_conv2d (+ its backward), max/avg_pool2d,
 // gather, index_select, scatter_add, index_add, one_hot, cat, stack, split/chunk and the fused L2
-// attention, forward f32 + f64, backward and, where the CPU op has one, the backward of the
+// attention (both logit forms), forward f32 + f64, backward and, where the CPU op has one, the backward of the
 // backward, in the geometries Aurora uses (StyleGAN2 up2/down2 FIR filters, MTM's batch-folded
 // deformable convolution with groups = batch, MoE dispatch/combine by index_select/index_add).
 //
@@ -300,5 +300,20 @@ TEST_CASE("l2_attention_fused on CUDA: forward and backward") {
     check_op("cross attention, double backward", {q, k, v},
              [](const std::vector<Tensor>& in) { return l2_attention_fused(in[0], in[1], in[2], 1e-3); }, rt, at,
              /*second_order=*/true);
+    // The discriminator's form (L2AttnForm::sq_distance): tied q = k as nn/disc_attention.cpp
+    // calls it (strided [B, T, heads, d] views of one projection), then untied with Tq != Tk and
+    // dv != d, first and second order (R1's double backward).
+    const Tensor qv = rnd({2, 9, 2, 2, 5}, dt, 55);
+    auto sq_tied = [](const std::vector<Tensor>& in) {
+      const Tensor x = select(in[0], 3, 0);
+      return l2_attention_fused(x, x, select(in[0], 3, 1), 0.0, L2AttnForm::sq_distance);
+    };
+    check_op("sq_distance tied views", {qv}, sq_tied, rt, at);
+    check_op("sq_distance tied views, double backward", {qv}, sq_tied, rt, at, /*second_order=*/true);
+    check_op("sq_distance cross attention", {q, k, v},
+             [](const std::vector<Tensor>& in) {
+               return l2_attention_fused(in[0], in[1], in[2], 0.0, L2AttnForm::sq_distance);
+             },
+             rt, at);
   }
 }

@@ -8,6 +8,9 @@
 //   backward  A recomputed from Q, K and lse;  dA = dO V^T;  D_i = dO_i . out_i;
 //             dl = A (dA - D);  G = c dL/du = -c dl / (2 sqrt(u)) [u >= c eps / 2];
 //             dQ = 2 (Q rowsum(G) - G K);  dK = 2 (K colsum(G) - G^T Q);  dV = A^T dO
+// The discriminator's form (g.form == sq_distance, kernels/l2_attention.h) changes only the
+// per-logit lines: kn_j = s |k_j|^2 (s = 1/sqrt(d)), l = 2s S - kn (no a_i, no floor), G = -s dl,
+// and dQ = 2 (- G K) (no Q rowsum(G) term).
 // Memory: a block of rows of S and dA per thread; nothing of size Tq x Tk outlives a block.
 #pragma once
 #include <cstdint>

@@ -38,6 +38,12 @@ ENGINE_KERNEL T dot(const T* a, int64_t sa, const T* b, int64_t sb, int64_t n) {
   return acc;
 }
 
+}  // namespace
+
+// Named, not anonymous: the kernels' lambdas capture a FormConsts, and a capture whose type has
+// internal linkage draws -Wsubobject-linkage.
+namespace l2_attention_detail {
+
 // The per-form constants of the backward (kernels/l2_attention.h).
 template <typename T>
 struct FormConsts {
@@ -58,7 +64,7 @@ ENGINE_KERNEL T weight_and_grad(const FormConsts<T>& f, T a, T kn, T S, T L, T d
   return kernels::l2_grad_u(A, dA, Di, f.half_c, s, u, f.floor_u);
 }
 
-}  // namespace
+}  // namespace l2_attention_detail
 
 template <typename T>
 void launch_l2_attention_forward(const kernels::L2AttnGeom& g, const T* q, const T* k, const T* v, T* out, T* lse,
@@ -82,7 +88,8 @@ void launch_l2_attention_forward(const kernels::L2AttnGeom& g, const T* q, const
           const T* vj = v + b * G.vs[0] + j * G.vs[1] + h * G.vs[2];
           const T kn = kc * dot(kj, G.ks[3], kj, G.ks[3], G.d);
           const T S = dot(qi, G.qs[3], kj, G.ks[3], G.d);
-          const T l = sq ? kernels::l2sq_logit(S, kn, two_s) : kernels::l2_logit(kernels::l2_u(a, kn, two_c, S), floor_u);
+          const T l =
+              sq ? kernels::l2sq_logit(S, kn, two_s) : kernels::l2_logit(kernels::l2_u(a, kn, two_c, S), floor_u);
           if (j == 0 || l > m) {
             // A new maximum: rescale what was summed so far (nothing at j = 0).
             const T scale = j == 0 ? T(0) : kernels::sexp(T(m - l));
@@ -111,7 +118,7 @@ void launch_l2_attention_backward(const kernels::L2AttnGeom& g, const T* grad_ou
   const double sc = 1.0 / std::sqrt(double(g.d));
   const T kc = sq ? T(sc) : tc, two_s = T(2.0 * sc), ts = T(sc);  // kn_j = kc |k_j|^2
   const int64_t ldo = g.H * g.dv;
-  const FormConsts<T> f{sq, two_c, floor_u, half_c, two_s, ts};
+  const l2_attention_detail::FormConsts<T> f{sq, two_c, floor_u, half_c, two_s, ts};
   // 1. per query row: D_i and dq_i
   launch_elements(
       g.B * g.H * g.Tq,
@@ -131,8 +138,9 @@ void launch_l2_attention_backward(const kernels::L2AttnGeom& g, const T* grad_ou
           const T* kj = k + b * G.ks[0] + j * G.ks[1] + h * G.ks[2];
           const T* vj = v + b * G.vs[0] + j * G.vs[1] + h * G.vs[2];
           T A;
-          const T gu = weight_and_grad(f, a, kc * dot(kj, G.ks[3], kj, G.ks[3], G.d), dot(qi, G.qs[3], kj, G.ks[3], G.d),
-                                       L, dot(dOi, int64_t(1), vj, G.vs[3], G.dv), Di, A);
+          const T kn = kc * dot(kj, G.ks[3], kj, G.ks[3], G.d), S = dot(qi, G.qs[3], kj, G.ks[3], G.d);
+          const T gu =
+              l2_attention_detail::weight_and_grad(f, a, kn, S, L, dot(dOi, int64_t(1), vj, G.vs[3], G.dv), Di, A);
           rg += gu;
           for (int64_t t = 0; t < G.d; ++t) dqi[t] -= T(2) * gu * kj[t * G.ks[3]];
         }
@@ -161,8 +169,9 @@ void launch_l2_attention_backward(const kernels::L2AttnGeom& g, const T* grad_ou
           const T* dOi = grad_out + (b * G.Tq + i) * ldo + h * G.dv;
           const T a = sq ? T(0) : tc * dot(qi, G.qs[3], qi, G.qs[3], G.d) + ceps;
           T A;
-          const T gu = weight_and_grad(f, a, kn, dot(qi, G.qs[3], kj, G.ks[3], G.d), lse[bh * G.Tq + i],
-                                       dot(dOi, int64_t(1), vj, G.vs[3], G.dv), D[bh * G.Tq + i], A);
+          const T gu = l2_attention_detail::weight_and_grad(f, a, kn, dot(qi, G.qs[3], kj, G.ks[3], G.d),
+                                                            lse[bh * G.Tq + i], dot(dOi, int64_t(1), vj, G.vs[3], G.dv),
+                                                            D[bh * G.Tq + i], A);
           if (dvj)
             for (int64_t t = 0; t < G.dv; ++t) dvj[t] += A * dOi[t];
           if (!dkj) continue;

@@ -45,7 +45,8 @@ def build(r):
                [randn(2, 5, 2, 3, dtype=F64), randn(2, 7, 2, 3, dtype=F64), randn(2, 7, 2, 2, dtype=F64)])
     # tied q = k (the discriminator's call), 16 tokens; f32 and f64
     r.case("sq.tied.f32", lambda x, v: attn(x, x, v, "sq"), [randn(2, 16, 2, 4), randn(2, 16, 2, 4)])
-    r.case("sq.tied.f64", lambda x, v: attn(x, x, v, "sq"), [randn(2, 6, 2, 3, dtype=F64), randn(2, 6, 2, 3, dtype=F64)])
+    r.case("sq.tied.f64", lambda x, v: attn(x, x, v, "sq"),
+           [randn(2, 6, 2, 3, dtype=F64), randn(2, 6, 2, 3, dtype=F64)])
 
 
 if __name__ == "__main__":
