@@ -25,6 +25,9 @@
 //     and softmax over j is invariant to the row constant ||q_i||^2, so we compute
 //     l_ij = (2 q_i.q_j - ||q_j||^2) / sqrt(d): one batched GEMM plus a broadcast, and exactly
 //     the same attention in real arithmetic (the parity reference computes the full distance).
+//   - Computed by the fused op l2_attention_fused(q, q, v, 0, L2AttnForm::sq_distance)
+//     (tensor/ops_l2_attention.h) for f32 / f64: no T x T matrix kept for backward; R1 differentiates
+//     its create_graph formulas (disc_attention.cpp).
 //   - The residual gain sqrt(1/2) matches the sqrt(1/2) of StyleGAN2's residual conv blocks that
 //     follow, so a level does not grow the activation variance.
 //
