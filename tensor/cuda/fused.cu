@@ -53,17 +53,27 @@ void launch_adamw(T* p, const T* g, T* m, T* v, int64_t n, kernels::AdamWStep s,
   launch_elements(n, [=] ENGINE_KERNEL(int64_t i) { kernels::adamw_update(p[i], g[i], m[i], v[i], s); }, stream);
 }
 
+namespace {
+
+// The first two passes of modulated_weight and of its gradient (demodulation only): the kernel's
+// row statistics and the styles' mean square, then the per-(b, o) scales and normalised styles.
+template <typename T>
+void launch_mw_stats_rows(const T* K, const T* s, kernels::ModWeightScratch w, kernels::ModWeightDims d,
+                          Stream stream) {
+  launch_elements(
+      d.bk_count() * d.O * d.I + d.B,
+      [=] ENGINE_KERNEL(int64_t j) { kernels::mw_stats<T>(d, K, s, w.q, w.ss, j); }, stream);
+  launch_elements(
+      d.B * d.O + d.B * d.I, [=] ENGINE_KERNEL(int64_t j) { kernels::mw_rows<T>(d, s, w.q, w.ss, w.c, w.sn, j); },
+      stream);
+}
+
+}  // namespace
+
 template <typename T>
 void launch_modulated_weight(T* W, const T* K, const T* s, kernels::ModWeightScratch w, kernels::ModWeightDims d,
                              Stream stream) {
-  if (d.demodulate) {
-    launch_elements(
-        d.bk_count() * d.O * d.I + d.B,
-        [=] ENGINE_KERNEL(int64_t j) { kernels::mw_stats<T>(d, K, s, w.q, w.ss, j); }, stream);
-    launch_elements(
-        d.B * d.O + d.B * d.I,
-        [=] ENGINE_KERNEL(int64_t j) { kernels::mw_rows<T>(d, s, w.q, w.ss, w.c, w.sn, j); }, stream);
-  }
+  if (d.demodulate) launch_mw_stats_rows(K, s, w, d, stream);
   launch_elements(
       d.B * d.O * d.I, [=] ENGINE_KERNEL(int64_t r) { kernels::mw_write<T>(d, K, s, w.c, w.sn, W, r); }, stream);
 }
@@ -71,14 +81,7 @@ void launch_modulated_weight(T* W, const T* K, const T* s, kernels::ModWeightScr
 template <typename T>
 void launch_modulated_weight_grad(T* dK, T* ds, const T* G, const T* K, const T* s, kernels::ModWeightScratch w,
                                   kernels::ModWeightDims d, Stream stream) {
-  if (d.demodulate) {
-    launch_elements(
-        d.bk_count() * d.O * d.I + d.B,
-        [=] ENGINE_KERNEL(int64_t j) { kernels::mw_stats<T>(d, K, s, w.q, w.ss, j); }, stream);
-    launch_elements(
-        d.B * d.O + d.B * d.I,
-        [=] ENGINE_KERNEL(int64_t j) { kernels::mw_rows<T>(d, s, w.q, w.ss, w.c, w.sn, j); }, stream);
-  }
+  if (d.demodulate) launch_mw_stats_rows(K, s, w, d, stream);
   if (d.demodulate || ds) {
     launch_elements(
         d.B * d.O * d.I, [=] ENGINE_KERNEL(int64_t j) { kernels::mw_grad_p<T>(d, G, K, w.P, j); }, stream);
