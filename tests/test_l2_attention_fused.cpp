@@ -33,9 +33,12 @@ using namespace engine;
 
 namespace {
 
-// o [B, Tq, H * dv] by the definition, in double, from contiguous [B, T, H, *] values.
-std::vector<double> naive(const std::vector<double>& q, const std::vector<double>& k, const std::vector<double>& v,
-                          int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t d, int64_t dv, double eps) {
+// o [B, Tq, H * dv] = softmax_j(logit(|q_i - k_j|^2)) v by the definition, in double, from
+// contiguous [B, T, H, *] values; the two forms differ only in `logit`.
+template <typename Logit>
+std::vector<double> naive_attention(const std::vector<double>& q, const std::vector<double>& k,
+                                    const std::vector<double>& v, int64_t B, int64_t Tq, int64_t Tk, int64_t H,
+                                    int64_t d, int64_t dv, Logit logit) {
   std::vector<double> o(size_t(B * Tq * H * dv), 0.0);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
@@ -48,7 +51,7 @@ std::vector<double> naive(const std::vector<double>& q, const std::vector<double
             const double diff = q[size_t(((b * Tq + i) * H + h) * d + c)] - k[size_t(((b * Tk + j) * H + h) * d + c)];
             dist2 += diff * diff;
           }
-          l[size_t(j)] = -std::sqrt(dist2 + eps) / std::sqrt(double(d));
+          l[size_t(j)] = logit(dist2);
           m = std::max(m, l[size_t(j)]);
         }
         double s = 0;
@@ -58,6 +61,13 @@ std::vector<double> naive(const std::vector<double>& q, const std::vector<double
             o[size_t(((b * Tq + i) * H + h) * dv + c)] += l[size_t(j)] / s * v[size_t(((b * Tk + j) * H + h) * dv + c)];
       }
   return o;
+}
+
+// The generator's form: logit = -sqrt(|q_i - k_j|^2 + eps) / sqrt(d).
+std::vector<double> naive(const std::vector<double>& q, const std::vector<double>& k, const std::vector<double>& v,
+                          int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t d, int64_t dv, double eps) {
+  return naive_attention(q, k, v, B, Tq, Tk, H, d, dv,
+                         [&](double dist2) { return -std::sqrt(dist2 + eps) / std::sqrt(double(d)); });
 }
 
 double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) {
@@ -227,28 +237,7 @@ namespace {
 // o by the sq_distance definition with the full squared distance: softmax_j(-|q_i - k_j|^2 / sqrt(d)).
 std::vector<double> naive_sq(const std::vector<double>& q, const std::vector<double>& k, const std::vector<double>& v,
                              int64_t B, int64_t Tq, int64_t Tk, int64_t H, int64_t d, int64_t dv) {
-  std::vector<double> o(size_t(B * Tq * H * dv), 0.0);
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t h = 0; h < H; ++h)
-      for (int64_t i = 0; i < Tq; ++i) {
-        std::vector<double> l(static_cast<size_t>(Tk));
-        double m = -1e300;
-        for (int64_t j = 0; j < Tk; ++j) {
-          double dist2 = 0;
-          for (int64_t c = 0; c < d; ++c) {
-            const double diff = q[size_t(((b * Tq + i) * H + h) * d + c)] - k[size_t(((b * Tk + j) * H + h) * d + c)];
-            dist2 += diff * diff;
-          }
-          l[size_t(j)] = -dist2 / std::sqrt(double(d));
-          m = std::max(m, l[size_t(j)]);
-        }
-        double s = 0;
-        for (double& x : l) s += (x = std::exp(x - m));
-        for (int64_t j = 0; j < Tk; ++j)
-          for (int64_t c = 0; c < dv; ++c)
-            o[size_t(((b * Tq + i) * H + h) * dv + c)] += l[size_t(j)] / s * v[size_t(((b * Tk + j) * H + h) * dv + c)];
-      }
-  return o;
+  return naive_attention(q, k, v, B, Tq, Tk, H, d, dv, [&](double dist2) { return -dist2 / std::sqrt(double(d)); });
 }
 
 }  // namespace
